@@ -1,0 +1,180 @@
+"""`xlam-hpc` command line: one subcommand per stage of the data flow.
+
+convert → shard → inspect → stream → train → submit/sweep/status. Heavy imports (torch, deepspeed)
+happen inside the handlers so `xlam-hpc --help` and the data commands start fast. Every XlamError is
+printed as one line naming the file/record at fault; a traceback means a bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from xlam_hpc import __version__
+from xlam_hpc.errors import XlamError
+
+__all__ = ["main"]
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from xlam_hpc.convert import ConvertConfig, convert_files
+
+    cfg = ConvertConfig(
+        inputs=args.inputs,
+        output=args.output,
+        format=args.format,
+        source=args.source,
+        min_score=args.min_score,
+        dedup=args.dedup,
+        strict=args.strict,
+        emit=args.emit,
+        max_record_bytes=args.max_record_bytes,
+        rejects=args.rejects,
+        summary=args.summary,
+        progress=not args.no_progress,
+    )
+    summary = convert_files(cfg, log=lambda msg: print(msg, file=sys.stderr))
+    s = summary.to_dict()
+    reasons = ", ".join(f"{k}: {v}" for k, v in s["rejected_by_reason"].items()) or "none"
+    print(
+        f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']} ({reasons}), "
+        f"below --min-score {s['filtered_min_score']}, duplicates removed {s['duplicates_removed']}"
+    )
+    print(f"output {cfg.output}\nrejects {cfg.rejects_path()}\nsummary {cfg.summary_path()}")
+    if summary.converted == 0:
+        print("error: nothing converted", file=sys.stderr)
+        return 1
+    if cfg.strict and summary.num_rejected:
+        print(f"error: --strict and {summary.num_rejected} record(s) rejected", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from xlam_hpc.shard import ShardConfig, write_shards
+
+    cfg = ShardConfig(
+        inputs=args.inputs,
+        output_dir=args.output,
+        samples_per_shard=args.samples_per_shard,
+        overwrite=args.overwrite,
+        rejects=args.rejects,
+        progress=not args.no_progress,
+    )
+    if args.tokenizer:
+        from xlam_hpc.collate.pretokenize import write_tokenized_shards
+
+        summary = write_tokenized_shards(cfg, tokenizer=args.tokenizer, seq_length=args.seq_length)
+    else:
+        summary = write_shards(cfg)
+    s = summary.to_dict()
+    print(
+        f"wrote {s['written']} samples in {s['shards']} shards ({s['bytes']} bytes) to {s['output_dir']}; "
+        f"read {s['read']}, rejected {s['rejected_total']} {s['rejected'] or ''}".rstrip()
+    )
+    for source, n in s["sources"].items():
+        print(f"  {source}: {n}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from xlam_hpc.shard import inspect_dataset
+
+    report = inspect_dataset(args.directory, samples=args.samples, verify=not args.no_verify)
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"{report['directory']}: {report['shards']} shards, {report['bytes']} bytes, "
+              f"fingerprint {report['fingerprint']}, schema v{report['schema_version']}")
+        for name, info in report["sources"].items():
+            print(f"  {name}: {info['num_samples']} {info['kind']} samples in {info['num_shards']} shards")
+        print(f"integrity: {report['integrity']}")
+        for problem in report["problems"]:
+            print(f"  {problem}")
+        for source, texts in report["samples"].items():
+            for text in texts:
+                print(f"\n[{source}]\n{text}")
+    return 0 if report["integrity"] == "ok" else 1
+
+
+def _cmd_formats(args: argparse.Namespace) -> int:
+    from xlam_hpc.convert import CONVERTERS
+
+    for name, cls in CONVERTERS.items():
+        print(f"{name:24s} {cls.description}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from xlam_hpc.schema import json_schema
+
+    _print_json(json_schema(args.kind))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xlam-hpc", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"xlam-hpc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("convert", help="raw agent datasets → validated unified JSONL")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--format", default="auto", help="input format (see `xlam-hpc formats`), default: auto-detect")
+    p.add_argument("--source", help="override the source name of every record")
+    p.add_argument("--min-score", type=float, help="drop records with a score below this")
+    p.add_argument("--dedup", action="store_true", help="drop exact duplicates (normalized content hash)")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any record is rejected")
+    p.add_argument("--emit", choices=["unified", "actionstudio"], default="unified")
+    p.add_argument("--max-record-bytes", type=int, default=32 * 1024 * 1024, help="reject larger records")
+    p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
+    p.add_argument("--summary", help="summary JSON (default OUT.summary.json)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_convert)
+
+    p = sub.add_parser("shard", help="unified JSONL → WebDataset tar shards + manifest")
+    p.add_argument("inputs", nargs="+", metavar="IN.jsonl")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--samples-per-shard", type=int, default=1000)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
+    p.add_argument("--tokenizer", help="also store token ids for this tokenizer (path or 'mistral-v3')")
+    p.add_argument("--seq-length", type=int, default=4096, help="with --tokenizer: the render's seq_length")
+    p.add_argument("--rejects", help="reject file (default DIR/rejects.jsonl)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_shard)
+
+    p = sub.add_parser("inspect", help="counts, sha256 integrity check and sample renderings of a shard DIR")
+    p.add_argument("directory", metavar="DIR")
+    p.add_argument("--samples", type=int, default=2, help="records to render per source")
+    p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_inspect)
+
+    p = sub.add_parser("formats", help="list the input formats of `convert`")
+    p.set_defaults(handler=_cmd_formats)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the unified format")
+    p.add_argument("kind", choices=["trajectory", "preference"], nargs="?", default="trajectory")
+    p.set_defaults(handler=_cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except XlamError as exc:
+        print(f"xlam-hpc {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"xlam-hpc {args.command}: interrupted", file=sys.stderr)
+        return 130

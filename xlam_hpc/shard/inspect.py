@@ -1,0 +1,72 @@
+"""`xlam-hpc inspect DIR`: per-source counts, integrity check, and a few samples rendered as text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from xlam_hpc.schema import Preference, Trajectory, Turn
+from xlam_hpc.shard.manifest import load_manifest
+from xlam_hpc.shard.reader import ShardReader, check_shards
+
+__all__ = ["inspect_dataset", "render_text"]
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _turn_lines(turn: Turn, width: int) -> list[str]:
+    if turn.role == "tool":
+        return [f"  tool[{turn.name}] ← {_clip(turn.content, width)}"]
+    lines = [f"  {turn.role}: {_clip(turn.content, width)}"] if turn.content else []
+    for call in turn.tool_calls:
+        args = json.dumps(call.arguments, ensure_ascii=False)
+        lines.append(f"  {turn.role} → {call.name}({_clip(args, width)})")
+    if turn.role == "assistant" and not turn.train:
+        lines = [line + "  [not trained]" for line in lines]
+    return lines
+
+
+def render_text(rec: Trajectory | Preference, width: int = 100) -> str:
+    """Human-readable rendering of a record (for inspection, not for training)."""
+    head = f"{rec.unique_trajectory_id}  source={rec.source}"
+    if rec.score is not None:
+        head += f"  score={rec.score:g}"
+    lines = [head]
+    if rec.task_instruction:
+        lines.append(f"  system: {_clip(rec.task_instruction, width)}")
+    if rec.tools:
+        lines.append("  tools: " + ", ".join(t.name for t in rec.tools))
+    for turn in rec.conversation:
+        lines += _turn_lines(turn, width)
+    if isinstance(rec, Preference):
+        lines += [f"  CHOSEN {line.strip()}" for line in _turn_lines(rec.chosen, width)]
+        lines += [f"  REJECTED {line.strip()}" for line in _turn_lines(rec.rejected, width)]
+    return "\n".join(lines)
+
+
+def inspect_dataset(directory: str | Path, *, samples: int = 2, verify: bool = True) -> dict[str, Any]:
+    """Counts per source, integrity problems (sha256) and `samples` rendered records per source."""
+    manifest = load_manifest(directory)
+    problems = check_shards(manifest) if verify else []
+    report: dict[str, Any] = {
+        "directory": str(directory),
+        "fingerprint": manifest.fingerprint,
+        "schema_version": manifest.schema_version,
+        "members": manifest.members,
+        "tokenizer": manifest.tokenizer,
+        "sources": manifest.sources,
+        "shards": len(manifest.shards),
+        "bytes": sum(s.num_bytes for s in manifest.shards),
+        "integrity": "ok" if not problems else "FAILED",
+        "problems": problems,
+        "samples": {},
+    }
+    if samples > 0:
+        with ShardReader(manifest, skip_bad_shards=True) as reader:
+            for source, n in reader.sources.items():
+                report["samples"][source] = [render_text(reader.record(source, i)) for i in range(min(samples, n))]
+    return report

@@ -1,0 +1,123 @@
+"""The shard manifest: the commit marker of a shard directory, written last and atomically.
+
+A directory without `manifest.json` is not a dataset (an interrupted write leaves none). The manifest
+lists every shard (path, source, sample count, bytes, sha256) and its member index (see writer.py),
+per-source totals, the schema version and a fingerprint that the loader's resume state is keyed on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from xlam_hpc.errors import ShardError
+
+__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "Manifest", "ShardInfo", "load_manifest", "sha256_file"]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class ShardInfo:
+    """One tar shard of one source."""
+
+    path: str
+    """Relative to the manifest's directory."""
+    source: str
+    num_samples: int
+    num_bytes: int
+    sha256: str
+    first_index: int
+    """Source-local index of the shard's first sample (samples are numbered per source)."""
+    index_path: str
+    """The member index: an .npy int64 array [num_samples, 2 * len(members)] of (offset, size) pairs."""
+    index_sha256: str
+
+
+@dataclass(kw_only=True)
+class Manifest:
+    """Contents of manifest.json."""
+
+    version: int = MANIFEST_VERSION
+    schema_version: str
+    shards: list[ShardInfo]
+    sources: dict[str, dict[str, Any]]
+    """name → {num_samples, num_shards, kind: 'trajectory' | 'preference'}."""
+    members: list[str] = field(default_factory=lambda: ["json"])
+    """Tar member extensions of every sample, in index column order."""
+    tokenizer: dict[str, Any] | None = None
+    """Pre-tokenized shards: {fingerprint, name, render options}; None when only JSON is stored."""
+    fingerprint: str = ""
+    root: str = ""
+    """Directory the manifest was loaded from (not stored)."""
+
+    def compute_fingerprint(self) -> str:
+        """Hash of everything that defines the sample stream: shard contents and their order."""
+        h = hashlib.sha256()
+        for s in self.shards:
+            h.update(f"{s.source}\0{s.path}\0{s.num_samples}\0{s.sha256}\n".encode())
+        return h.hexdigest()[:16]
+
+    def shards_of(self, source: str) -> list[ShardInfo]:
+        return [s for s in self.shards if s.source == source]
+
+    def to_json(self) -> bytes:
+        data = msgspec.to_builtins(self)
+        data.pop("root")
+        return json.dumps(data, indent=1).encode() + b"\n"
+
+    def write(self, directory: str | Path) -> Path:
+        """Write atomically: temp file, fsync, rename, fsync the directory."""
+        d = Path(directory)
+        self.fingerprint = self.compute_fingerprint()
+        tmp = d / (MANIFEST_NAME + ".tmp")
+        with tmp.open("wb") as f:
+            f.write(self.to_json())
+            f.flush()
+            os.fsync(f.fileno())
+        final = d / MANIFEST_NAME
+        tmp.replace(final)
+        _fsync_dir(d)
+        return final
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_manifest(directory: str | Path) -> Manifest:
+    """Load DIR/manifest.json; ShardError naming the directory when absent or malformed."""
+    d = Path(directory)
+    path = d / MANIFEST_NAME
+    if not path.is_file():
+        hint = " (an interrupted `xlam-hpc shard` leaves no manifest)" if d.is_dir() else ""
+        raise ShardError(f"{d}: no {MANIFEST_NAME}, not a shard directory{hint}")
+    try:
+        m = msgspec.json.decode(path.read_bytes(), type=Manifest)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ShardError(f"{path}: invalid manifest ({exc})") from None
+    if m.version != MANIFEST_VERSION:
+        raise ShardError(f"{path}: manifest version {m.version}, this xlam-hpc reads version {MANIFEST_VERSION}")
+    if m.fingerprint != m.compute_fingerprint():
+        raise ShardError(f"{path}: fingerprint does not match the shard list (edited by hand?)")
+    m.root = str(d.resolve())
+    return m

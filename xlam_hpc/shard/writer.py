@@ -1,0 +1,251 @@
+"""shard stage: unified JSONL → WebDataset tar shards per source + member index + manifest.
+
+Shards are written with webdataset's TarWriter (encoder off: we hand it bytes, so no pickle encoder is
+ever involved; mtime fixed to the int 0 so the same input gives byte-identical shards; a float mtime would add a
+PAX header per member). Everything goes to a
+temporary folder inside the output directory and is moved into place at the end; the manifest is
+written last, so a killed run leaves no manifest pointing at partial shards.
+
+Member index: after a shard is closed, its headers are scanned once (tarfile) and each sample's
+(offset, size) per member is saved next to it as `<shard>.idx.npy`. The loader then reads any sample
+with one pread and never scans tar headers at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+from tqdm import tqdm
+
+from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
+from xlam_hpc.errors import ConfigError, DataError
+from xlam_hpc.rejects import RejectLog
+from xlam_hpc.schema import SCHEMA_VERSION, Preference, RecordInvalid, Trajectory, decode_record, encode_record
+from xlam_hpc.shard.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
+
+__all__ = ["ExtraMembers", "ShardConfig", "ShardSummary", "write_shards"]
+
+ExtraMembers = Callable[[Trajectory | Preference], dict[str, bytes]]
+"""Adds members to each sample (e.g. pre-tokenized ids); must return the same extensions every time."""
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(kw_only=True)
+class ShardConfig:
+    """Options of `xlam-hpc shard`."""
+
+    inputs: list[str]
+    output_dir: str
+    samples_per_shard: int = 1000
+    overwrite: bool = False
+    """Replace an existing dataset in output_dir (its manifest is removed before the new one is written)."""
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    rejects: str | None = None
+    """Reject file (default: OUTPUT_DIR/rejects.jsonl)."""
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
+
+
+@dataclass(kw_only=True)
+class ShardSummary:
+    output_dir: str
+    read: int = 0
+    written: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    shards: int = 0
+    bytes: int = 0
+    sources: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "rejected_total": sum(self.rejected.values()), "seconds": round(self.seconds, 3)}
+
+
+def shard_stem(source: str, number: int) -> str:
+    """File stem of a shard: '<source>-<number:06d>' with unsafe characters replaced."""
+    return f"{_SAFE.sub('_', source)}-{number:06d}"
+
+
+class _SourceShards:
+    """Rolls tar shards of one source every `per_shard` samples."""
+
+    def __init__(self, source: str, kind: str, tmp: Path, per_shard: int, members: list[str]) -> None:
+        self.source, self.kind, self.tmp, self.per_shard, self.members = source, kind, tmp, per_shard, members
+        self.count = 0
+        self.infos: list[ShardInfo] = []
+        self._writer: wds.TarWriter | None = None
+        self._file: Any = None
+        self._in_shard = 0
+
+    def add(self, sample: dict[str, bytes]) -> None:
+        if self._writer is None:
+            path = self.tmp / f"{shard_stem(self.source, len(self.infos))}.tar"
+            self._file = path.open("wb")
+            self._writer = wds.TarWriter(self._file, encoder=False, mtime=0, user="xlam", group="xlam")
+        self._writer.write({"__key__": f"{self.count:09d}", **sample})
+        self.count += 1
+        self._in_shard += 1
+        if self._in_shard >= self.per_shard:
+            self.close_shard()
+
+    def close_shard(self) -> None:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._file.close()
+        path = Path(self._file.name)
+        index_path = path.with_suffix(".idx.npy")
+        index = build_member_index(path, self.members, self._in_shard)
+        np.save(index_path, index, allow_pickle=False)
+        self.infos.append(
+            ShardInfo(
+                path=path.name,
+                source=self.source,
+                num_samples=self._in_shard,
+                num_bytes=path.stat().st_size,
+                sha256=sha256_file(path),
+                first_index=self.count - self._in_shard,
+                index_path=index_path.name,
+                index_sha256=sha256_file(index_path),
+            )
+        )
+        self._writer, self._file, self._in_shard = None, None, 0
+
+
+def build_member_index(path: Path, members: list[str], expected: int) -> np.ndarray:
+    """[num_samples, 2*len(members)] int64 (offset, size) of each member's data, from one header scan."""
+    col = {ext: i for i, ext in enumerate(members)}
+    index = np.full((expected, 2 * len(members)), -1, dtype=np.int64)
+    row, key = -1, None
+    with tarfile.open(path, "r:") as tar:
+        for info in tar:
+            sample_key, _, ext = info.name.partition(".")
+            if sample_key != key:
+                row, key = row + 1, sample_key
+            index[row, 2 * col[ext]] = info.offset_data
+            index[row, 2 * col[ext] + 1] = info.size
+    if row + 1 != expected or (index < 0).any():
+        raise DataError(f"{path}: wrote {expected} samples but found {row + 1} complete ones (disk full?)")
+    return index
+
+
+def _prepare_dir(cfg: ShardConfig) -> tuple[Path, Path]:
+    out = Path(cfg.output_dir)
+    if (out / MANIFEST_NAME).exists() and not cfg.overwrite:
+        raise ConfigError(f"{out} already holds a dataset ({MANIFEST_NAME}); pass --overwrite to replace it")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".tmp-shard-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    return out, tmp
+
+
+def _commit(out: Path, tmp: Path, manifest: Manifest) -> None:
+    old = out / MANIFEST_NAME
+    if old.exists():
+        previous = load_manifest(out)
+        old.unlink()  # from here on no manifest points at shards that are about to change
+        for s in previous.shards:
+            for name in (s.path, s.index_path):
+                (out / name).unlink(missing_ok=True)
+    for f in sorted(tmp.iterdir()):
+        f.replace(out / f.name)
+    tmp.rmdir()
+    manifest.write(out)
+
+
+def write_shards(cfg: ShardConfig, *, extra: ExtraMembers | None = None, extra_members: list[str] | None = None,
+                 tokenizer_info: dict[str, Any] | None = None) -> ShardSummary:
+    """Validate every input record and write the shard directory. Bad records are rejected, not fatal."""
+    inputs = [Path(p) for p in cfg.inputs]
+    for p in inputs:
+        if not p.is_file():
+            raise DataError(f"{p}: input file not found")
+    out, tmp = _prepare_dir(cfg)
+    members = ["json", *(extra_members or [])]
+    per_source: dict[str, _SourceShards] = {}
+    seen_ids: set[str] = set()
+    summary = ShardSummary(output_dir=str(out))
+    started = time.perf_counter()
+    rejects = RejectLog(Path(cfg.rejects) if cfg.rejects else out / "rejects.jsonl")
+    try:
+        with rejects:
+            for path in inputs:
+                items = iter_raw(path, max_record_bytes=cfg.max_record_bytes)
+                for item in tqdm(items, desc=f"shard {path.name}", unit="rec", disable=None if cfg.progress else True):
+                    summary.read += 1
+                    if isinstance(item, RawError):
+                        rejects.add(item.path, item.position, item.reason, item.message)
+                        continue
+                    try:
+                        rec = decode_record(item.obj) if isinstance(item.obj, dict) else None
+                    except RecordInvalid as exc:
+                        rejects.add(item.path, item.position, exc.reason, str(exc), _id_of(item.obj))
+                        continue
+                    if rec is None:
+                        rejects.add(item.path, item.position, "not_an_object", "expected a unified record (JSON object)")
+                        continue
+                    kind = "preference" if isinstance(rec, Preference) else "trajectory"
+                    if rec.unique_trajectory_id in seen_ids:
+                        rejects.add(item.path, item.position, "duplicate_id", "id already sharded", rec.unique_trajectory_id)
+                        continue
+                    shards = per_source.get(rec.source)
+                    if shards is None:
+                        shards = per_source[rec.source] = _SourceShards(
+                            rec.source, kind, tmp, cfg.samples_per_shard, members
+                        )
+                    if shards.kind != kind:
+                        rejects.add(item.path, item.position, "mixed_kinds",
+                                    f"source '{rec.source}' holds {shards.kind} records; this one is a {kind}",
+                                    rec.unique_trajectory_id)
+                        continue
+                    seen_ids.add(rec.unique_trajectory_id)
+                    sample = {"json": encode_record(rec), **(extra(rec) if extra else {})}
+                    shards.add(sample)
+                    summary.written += 1
+            for shards in per_source.values():
+                shards.close_shard()
+        if summary.written == 0:
+            raise DataError(f"no valid record in {', '.join(map(str, inputs))}; see {rejects.path}")
+        infos = [i for name in sorted(per_source) for i in per_source[name].infos]
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            shards=infos,
+            sources={
+                name: {"num_samples": s.count, "num_shards": len(s.infos), "kind": s.kind}
+                for name, s in sorted(per_source.items())
+            },
+            members=members,
+            tokenizer=tokenizer_info,
+        )
+        _commit(out, tmp, manifest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary.rejected = dict(sorted(rejects.counts.items()))
+    summary.shards = len(infos)
+    summary.bytes = sum(i.num_bytes for i in infos)
+    summary.sources = {name: s.count for name, s in sorted(per_source.items())}
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _id_of(obj: Any) -> str | None:
+    return obj.get("unique_trajectory_id") if isinstance(obj, dict) else None
