@@ -17,8 +17,11 @@ def make_record(i: int, source: str = "src", *, turns: int = 1, text: str = "hel
     for t in range(turns):
         conv += [
             {"role": "user", "content": f"{text} {source} {i} turn {t}"},
-            {"role": "assistant", "content": f"thinking {i}.{t}", "tool_calls": [
-                {"id": f"c{t}", "name": "lookup", "arguments": {"q": f"{source}-{i}-{t}"}}]},
+            {
+                "role": "assistant",
+                "content": f"thinking {i}.{t}",
+                "tool_calls": [{"id": f"c{t}", "name": "lookup", "arguments": {"q": f"{source}-{i}-{t}"}}],
+            },
             {"role": "tool", "tool_call_id": f"c{t}", "name": "lookup", "content": f"result {i}.{t}"},
             {"role": "assistant", "content": f"answer {source} {i}.{t}"},
         ]
@@ -26,8 +29,13 @@ def make_record(i: int, source: str = "src", *, turns: int = 1, text: str = "hel
         "unique_trajectory_id": f"{source}-{i}",
         "source": source,
         "task_instruction": "You are a helpful agent.",
-        "tools": [{"name": "lookup", "description": "Look something up.",
-                   "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]}}],
+        "tools": [
+            {
+                "name": "lookup",
+                "description": "Look something up.",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+            }
+        ],
         "conversation": conv,
         "score": float(i % 6),
     }
@@ -44,3 +52,29 @@ def write_jsonl(path: Path, rows: list[Any]) -> Path:
 @pytest.fixture
 def record_factory():
     return make_record
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real Mistral v3 tokenizer from the mistral-common wheel."""
+    from xlam_hpc.collate import load_tokenizer
+
+    return load_tokenizer("mistral-v3")
+
+
+SOURCES = {"alpha": (37, 5), "beta": (11, 4), "gamma": (3, 2)}
+"""name → (samples, samples per shard): uneven shard counts and sizes on purpose."""
+
+
+@pytest.fixture(scope="session")
+def shard_dir(tmp_path_factory):
+    """A 3-source shard directory whose records encode their own (source, index)."""
+    from xlam_hpc.shard import ShardConfig, write_shards
+
+    root = tmp_path_factory.mktemp("mix")
+    out = root / "shards"
+    for name, (n, per) in SOURCES.items():
+        rows = [make_record(i, name, turns=1 + i % 3) for i in range(n)]
+        src = write_jsonl(root / f"{name}.jsonl", rows)
+        write_shards(ShardConfig(inputs=[str(src)], output_dir=str(out / name), samples_per_shard=per, progress=False))
+    return out

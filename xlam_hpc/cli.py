@@ -92,8 +92,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
     else:
-        print(f"{report['directory']}: {report['shards']} shards, {report['bytes']} bytes, "
-              f"fingerprint {report['fingerprint']}, schema v{report['schema_version']}")
+        print(
+            f"{report['directory']}: {report['shards']} shards, {report['bytes']} bytes, "
+            f"fingerprint {report['fingerprint']}, schema v{report['schema_version']}"
+        )
         for name, info in report["sources"].items():
             print(f"  {name}: {info['num_samples']} {info['kind']} samples in {info['num_shards']} shards")
         print(f"integrity: {report['integrity']}")
@@ -103,6 +105,25 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
             for text in texts:
                 print(f"\n[{source}]\n{text}")
     return 0 if report["integrity"] == "ok" else 1
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from xlam_hpc.recipe import load_recipe
+    from xlam_hpc.stream.probe import run_probe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    state = run_probe(
+        recipe,
+        steps=args.steps,
+        rank=args.rank,
+        world_size=args.world_size,
+        trace=args.trace,
+        resume=args.resume,
+        state_out=args.state_out,
+        allow_fingerprint_mismatch=args.force,
+    )
+    print(json.dumps(state))
+    return 0
 
 
 def _cmd_formats(args: argparse.Namespace) -> int:
@@ -157,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_inspect)
+
+    p = sub.add_parser("stream", help="run the loader alone: sample-id trace + final state (resume probe)")
+    p.add_argument("recipe", metavar="RECIPE.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides")
+    p.add_argument("--steps", type=int, required=True)
+    p.add_argument("--rank", type=int, default=0)
+    p.add_argument("--world-size", type=int, default=1)
+    p.add_argument("--trace", help="append one JSON line per batch here")
+    p.add_argument("--resume", metavar="STATE.json", help="continue from a saved loader state")
+    p.add_argument("--state-out", help="final state file (default TRACE.state.json)")
+    p.add_argument("--force", action="store_true", help="accept a state made with another data stream")
+    p.set_defaults(handler=_cmd_stream)
 
     p = sub.add_parser("formats", help="list the input formats of `convert`")
     p.set_defaults(handler=_cmd_formats)

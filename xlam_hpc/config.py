@@ -79,13 +79,15 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: st
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain JSON/YAML-ready dict of a config dataclass."""
-    return msgspec.to_builtins(cfg)
+    """Plain JSON/YAML-ready dict of a config dataclass (every field, defaults included)."""
+    # msgspec.to_builtins leaves out fields that equal their defaults; a resolved config must show them.
+    return msgspec.to_builtins(dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else cfg)
 
 
 def fingerprint(obj: Any, *, length: int = 16) -> str:
     """Stable short hash of any JSON-able object (dicts hashed with sorted keys)."""
-    blob = json.dumps(msgspec.to_builtins(obj), sort_keys=True, separators=(",", ":"), default=str)
+    data = config_to_dict(obj) if dataclasses.is_dataclass(obj) else msgspec.to_builtins(obj)
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 

@@ -20,7 +20,13 @@ class RejectLog:
 
     def add(self, file: str, position: str, reason: str, message: str, record_id: str | None = None) -> None:
         self.counts[reason] += 1
-        row = {"file": file, "position": position, "record_id": record_id, "reason": reason, "message": message}
+        row = {
+            "file": file,
+            "position": position,
+            "record_id": record_id,
+            "reason": reason,
+            "message": message,
+        }
         self._f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     @property

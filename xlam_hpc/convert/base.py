@@ -27,11 +27,17 @@ __all__ = [
 
 
 class Reject(ValueError):
-    """A raw record that cannot be converted; `reason` is a stable code counted in the summary."""
+    """A raw record that cannot be converted; `reason` is a stable code counted in the summary.
 
-    def __init__(self, reason: str, message: str) -> None:
+    Raise it to reject the whole raw record. A converter that makes several records from one raw record
+    (a ToolAlpaca toolset, a few-shot prompt file) may instead *yield* `Reject(..., item=k)` for the k-th
+    one: that one is logged as '<position> item k' and the others are kept.
+    """
+
+    def __init__(self, reason: str, message: str, *, item: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        self.item = item
 
 
 class Converter(ABC):
@@ -56,7 +62,7 @@ class Converter(ABC):
         """Confidence in [0, 1] that a raw object is in this format (used by `--format auto`)."""
 
     @abstractmethod
-    def convert(self, raw: RawRecord) -> Iterable[Trajectory | Preference]:
+    def convert(self, raw: RawRecord) -> Iterable[Trajectory | Preference | Reject]:
         """Unified records of one raw record. Raise Reject for records that cannot be converted."""
 
 

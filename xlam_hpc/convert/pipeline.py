@@ -140,7 +140,7 @@ def _open_output(path: Path) -> tuple[Path, Any]:
         raise ConfigError(f"cannot write output {path}: {exc.strerror or exc}") from None
 
 
-def _records(conv: Converter, raw: RawRecord) -> Iterator[Trajectory | Preference]:
+def _records(conv: Converter, raw: RawRecord) -> Iterator[Trajectory | Preference | Reject]:
     try:
         yield from conv.convert(raw)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
@@ -148,6 +148,56 @@ def _records(conv: Converter, raw: RawRecord) -> Iterator[Trajectory | Preferenc
             raise
         # A converter bug on odd input must not stop the run: report it as this record's rejection.
         raise Reject("converter_error", f"{type(exc).__name__}: {exc}") from exc
+
+
+class _Output:
+    """Validates, filters, dedups and writes emitted records; counts everything in the summary."""
+
+    def __init__(self, cfg: ConvertConfig, out: Any, rejects: RejectLog, summary: ConvertSummary) -> None:
+        self.cfg, self.out, self.rejects, self.summary = cfg, out, rejects, summary
+        self.seen_ids: set[bytes] = set()
+        self.seen_content: set[bytes] = set()
+
+    def reject(
+        self, raw: RawRecord, exc: Reject | RecordInvalid, stats: Counter[str], record_id: str | None = None
+    ) -> None:
+        stats["rejected"] += 1
+        item = getattr(exc, "item", None)
+        position = raw.position if item is None else f"{raw.position} item {item}"
+        self.rejects.add(raw.path, position, exc.reason, str(exc), record_id)
+
+    def emit(self, rec: Trajectory | Preference, raw: RawRecord, stats: Counter[str]) -> None:
+        try:
+            if isinstance(rec, Preference):
+                validate_preference(rec)
+            else:
+                validate_trajectory(rec)
+        except RecordInvalid as exc:
+            self.reject(raw, exc, stats, rec.unique_trajectory_id)
+            return
+        if self.cfg.min_score is not None and rec.score is not None and rec.score < self.cfg.min_score:
+            self.summary.filtered_min_score += 1
+            return
+        if self.cfg.dedup:
+            digest = content_hash(rec)
+            if digest in self.seen_content:
+                self.summary.duplicates_removed += 1
+                return
+            self.seen_content.add(digest)
+        id_digest = hashlib.blake2b(rec.unique_trajectory_id.encode(), digest_size=8).digest()
+        if id_digest in self.seen_ids:
+            self.reject(
+                raw,
+                Reject("duplicate_id", "unique_trajectory_id already emitted earlier"),
+                stats,
+                rec.unique_trajectory_id,
+            )
+            return
+        self.seen_ids.add(id_digest)
+        line = encode_record(rec) if self.cfg.emit == "unified" else msgspec.json.encode(to_actionstudio(rec))
+        self.out.write(line + b"\n")
+        stats["converted"] += 1
+        self.summary.converted += 1
 
 
 def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
@@ -162,8 +212,7 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
     tmp, out = _open_output(out_path)
     rejects = RejectLog(cfg.rejects_path())
     summary = ConvertSummary(output=str(out_path))
-    seen_ids: set[bytes] = set()
-    seen_content: set[bytes] = set()
+    output = _Output(cfg, out, rejects, summary)
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for p in inputs)
     # disable=None: tqdm shows the bar only on a terminal.
@@ -173,22 +222,23 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
             fmt = fixed if fixed is not None else detect_format(path, max_record_bytes=cfg.max_record_bytes)
             log(f"{path}: format {fmt.name}" + (" (auto-detected)" if fixed is None else ""))
             conv = fmt(source=cfg.source)
-            stats = Counter()
+            stats: Counter[str] = Counter()
             for item in iter_raw(path, max_record_bytes=cfg.max_record_bytes):
+                stats["read"] += 1
                 if isinstance(item, RawError):
-                    stats["read"] += 1
                     stats["rejected"] += 1
                     rejects.add(item.path, item.position, item.reason, item.message)
                     continue
-                stats["read"] += 1
                 try:
                     records = list(_records(conv, item))
                 except Reject as exc:
-                    stats["rejected"] += 1
-                    rejects.add(item.path, item.position, exc.reason, str(exc))
+                    output.reject(item, exc, stats)
                     continue
-                for rec in records:
-                    _emit(rec, item, cfg, out, rejects, summary, stats, seen_ids, seen_content)
+                for rec in records:  # a converter may reject one of several records of a raw item
+                    if isinstance(rec, Reject):
+                        output.reject(item, rec, stats)
+                    else:
+                        output.emit(rec, item, stats)
             bar.update(path.stat().st_size)
             summary.read += stats["read"]
             summary.files[str(path)] = {"format": fmt.name, **{k: stats[k] for k in ("read", "converted", "rejected")}}
@@ -201,46 +251,3 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
     summary.seconds = time.perf_counter() - started
     cfg.summary_path().write_text(json.dumps(summary.to_dict(), indent=2) + "\n", encoding="utf-8")
     return summary
-
-
-def _emit(
-    rec: Trajectory | Preference,
-    raw: RawRecord,
-    cfg: ConvertConfig,
-    out: Any,
-    rejects: RejectLog,
-    summary: ConvertSummary,
-    stats: Counter[str],
-    seen_ids: set[bytes],
-    seen_content: set[bytes],
-) -> None:
-    try:
-        if isinstance(rec, Preference):
-            validate_preference(rec)
-        else:
-            validate_trajectory(rec)
-    except RecordInvalid as exc:
-        stats["rejected"] += 1
-        rejects.add(raw.path, raw.position, exc.reason, str(exc), rec.unique_trajectory_id)
-        return
-    if cfg.min_score is not None and rec.score is not None and rec.score < cfg.min_score:
-        summary.filtered_min_score += 1
-        return
-    if cfg.dedup:
-        digest = content_hash(rec)
-        if digest in seen_content:
-            summary.duplicates_removed += 1
-            return
-        seen_content.add(digest)
-    id_digest = hashlib.blake2b(rec.unique_trajectory_id.encode(), digest_size=8).digest()
-    if id_digest in seen_ids:
-        stats["rejected"] += 1
-        rejects.add(
-            raw.path, raw.position, "duplicate_id", "unique_trajectory_id already emitted earlier", rec.unique_trajectory_id
-        )
-        return
-    seen_ids.add(id_digest)
-    line = encode_record(rec) if cfg.emit == "unified" else msgspec.json.encode(to_actionstudio(rec))
-    out.write(line + b"\n")
-    stats["converted"] += 1
-    summary.converted += 1

@@ -42,7 +42,8 @@ def _parse_arguments(turn_idx: int, call_id: str, args: dict[str, Any] | str) ->
         parsed = _json.decode(text)
     except msgspec.DecodeError as exc:
         raise RecordInvalid(
-            "arguments_invalid_json", f"turn {turn_idx}: arguments of call '{call_id}' are not valid JSON ({exc})"
+            "arguments_invalid_json",
+            f"turn {turn_idx}: arguments of call '{call_id}' are not valid JSON ({exc})",
         ) from None
     if not isinstance(parsed, dict):
         raise RecordInvalid(
@@ -64,10 +65,13 @@ def _check_turns(conv: list[Turn], tool_names: set[str], *, allow_open_end: bool
     for i, turn in enumerate(conv):
         if turn.role == "assistant":
             if not turn.content.strip() and not turn.tool_calls:
-                raise RecordInvalid("empty_assistant_turn", f"turn {i}: assistant turn has neither content nor tool_calls")
+                raise RecordInvalid(
+                    "empty_assistant_turn", f"turn {i}: assistant turn has neither content nor tool_calls"
+                )
             if pending:
                 raise RecordInvalid(
-                    "unanswered_tool_call", f"turn {i}: tool call(s) {sorted(pending)} were never answered by a tool turn"
+                    "unanswered_tool_call",
+                    f"turn {i}: tool call(s) {sorted(pending)} were never answered by a tool turn",
                 )
             if prev is not None and prev.role == "assistant":
                 raise RecordInvalid("bad_role_order", f"turn {i}: two assistant turns in a row")
@@ -95,7 +99,8 @@ def _check_turns(conv: list[Turn], tool_names: set[str], *, allow_open_end: bool
             called = pending.pop(turn.tool_call_id)
             if turn.name is not None and turn.name != called:
                 raise RecordInvalid(
-                    "tool_name_mismatch", f"turn {i}: tool turn named '{turn.name}' answers a call to '{called}'"
+                    "tool_name_mismatch",
+                    f"turn {i}: tool turn named '{turn.name}' answers a call to '{called}'",
                 )
             turn.name = called
         else:  # user
@@ -103,11 +108,14 @@ def _check_turns(conv: list[Turn], tool_names: set[str], *, allow_open_end: bool
                 raise RecordInvalid("bad_role_order", f"turn {i}: two user turns in a row")
             if pending:
                 raise RecordInvalid(
-                    "unanswered_tool_call", f"turn {i}: tool call(s) {sorted(pending)} were never answered by a tool turn"
+                    "unanswered_tool_call",
+                    f"turn {i}: tool call(s) {sorted(pending)} were never answered by a tool turn",
                 )
         prev = turn
     if pending and not (allow_open_end and conv[-1].role == "assistant"):
-        raise RecordInvalid("unanswered_tool_call", f"tool call(s) {sorted(pending)} were never answered by a tool turn")
+        raise RecordInvalid(
+            "unanswered_tool_call", f"tool call(s) {sorted(pending)} were never answered by a tool turn"
+        )
 
 
 def _check_common(rec: Trajectory | Preference) -> set[str]:

@@ -73,6 +73,11 @@ class ShardReader:
         """Readable samples per source."""
         return {name: v.num_samples for name, v in self._views.items()}
 
+    def shard_sizes(self, source: str) -> tuple[int, ...]:
+        """Samples per readable shard of `source`, in manifest order."""
+        view = self._views.get(source)
+        return tuple(s.num_samples for s in view.shards) if view else ()
+
     def _locate(self, source: str, index: int) -> tuple[ShardInfo, int]:
         view = self._views.get(source)
         if view is None:

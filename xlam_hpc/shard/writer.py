@@ -30,7 +30,14 @@ from tqdm import tqdm
 from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
 from xlam_hpc.errors import ConfigError, DataError
 from xlam_hpc.rejects import RejectLog
-from xlam_hpc.schema import SCHEMA_VERSION, Preference, RecordInvalid, Trajectory, decode_record, encode_record
+from xlam_hpc.schema import (
+    SCHEMA_VERSION,
+    Preference,
+    RecordInvalid,
+    Trajectory,
+    decode_record,
+    encode_record,
+)
 from xlam_hpc.shard.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
 
 __all__ = ["ExtraMembers", "ShardConfig", "ShardSummary", "write_shards"]
@@ -72,7 +79,11 @@ class ShardSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.__dict__, "rejected_total": sum(self.rejected.values()), "seconds": round(self.seconds, 3)}
+        return {
+            **self.__dict__,
+            "rejected_total": sum(self.rejected.values()),
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def shard_stem(source: str, number: int) -> str:
@@ -171,8 +182,13 @@ def _commit(out: Path, tmp: Path, manifest: Manifest) -> None:
     manifest.write(out)
 
 
-def write_shards(cfg: ShardConfig, *, extra: ExtraMembers | None = None, extra_members: list[str] | None = None,
-                 tokenizer_info: dict[str, Any] | None = None) -> ShardSummary:
+def write_shards(
+    cfg: ShardConfig,
+    *,
+    extra: ExtraMembers | None = None,
+    extra_members: list[str] | None = None,
+    tokenizer_info: dict[str, Any] | None = None,
+) -> ShardSummary:
     """Validate every input record and write the shard directory. Bad records are rejected, not fatal."""
     inputs = [Path(p) for p in cfg.inputs]
     for p in inputs:
@@ -200,11 +216,22 @@ def write_shards(cfg: ShardConfig, *, extra: ExtraMembers | None = None, extra_m
                         rejects.add(item.path, item.position, exc.reason, str(exc), _id_of(item.obj))
                         continue
                     if rec is None:
-                        rejects.add(item.path, item.position, "not_an_object", "expected a unified record (JSON object)")
+                        rejects.add(
+                            item.path,
+                            item.position,
+                            "not_an_object",
+                            "expected a unified record (JSON object)",
+                        )
                         continue
                     kind = "preference" if isinstance(rec, Preference) else "trajectory"
                     if rec.unique_trajectory_id in seen_ids:
-                        rejects.add(item.path, item.position, "duplicate_id", "id already sharded", rec.unique_trajectory_id)
+                        rejects.add(
+                            item.path,
+                            item.position,
+                            "duplicate_id",
+                            "id already sharded",
+                            rec.unique_trajectory_id,
+                        )
                         continue
                     shards = per_source.get(rec.source)
                     if shards is None:
@@ -212,9 +239,13 @@ def write_shards(cfg: ShardConfig, *, extra: ExtraMembers | None = None, extra_m
                             rec.source, kind, tmp, cfg.samples_per_shard, members
                         )
                     if shards.kind != kind:
-                        rejects.add(item.path, item.position, "mixed_kinds",
-                                    f"source '{rec.source}' holds {shards.kind} records; this one is a {kind}",
-                                    rec.unique_trajectory_id)
+                        rejects.add(
+                            item.path,
+                            item.position,
+                            "mixed_kinds",
+                            f"source '{rec.source}' holds {shards.kind} records; this one is a {kind}",
+                            rec.unique_trajectory_id,
+                        )
                         continue
                     seen_ids.add(rec.unique_trajectory_id)
                     sample = {"json": encode_record(rec), **(extra(rec) if extra else {})}

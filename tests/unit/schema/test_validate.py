@@ -38,7 +38,10 @@ def test_call_in_last_turn_needs_no_answer():
     [
         (lambda r: r.update(conversation=[]), "empty_conversation"),
         (lambda r: r["conversation"].pop(2), "unanswered_tool_call"),
-        (lambda r: r["conversation"][1]["tool_calls"][0].update(arguments="{not json"), "arguments_invalid_json"),
+        (
+            lambda r: r["conversation"][1]["tool_calls"][0].update(arguments="{not json"),
+            "arguments_invalid_json",
+        ),
         (lambda r: r["conversation"][1]["tool_calls"][0].update(arguments="[1, 2]"), "arguments_not_object"),
         (lambda r: r["conversation"][1]["tool_calls"][0].update(name="nope"), "unknown_tool"),
         (lambda r: r["conversation"][2].update(tool_call_id="zzz"), "unmatched_tool_turn"),
@@ -76,10 +79,12 @@ def test_tools_optional_then_any_name_allowed():
 
 def test_preference_rules():
     base = make_record(5)
-    pair = {**{k: base[k] for k in ("unique_trajectory_id", "source", "tools")},
-            "conversation": base["conversation"][:1],
-            "chosen": {"role": "assistant", "content": "good"},
-            "rejected": {"role": "assistant", "content": "bad"}}
+    pair = {
+        **{k: base[k] for k in ("unique_trajectory_id", "source", "tools")},
+        "conversation": base["conversation"][:1],
+        "chosen": {"role": "assistant", "content": "good"},
+        "rejected": {"role": "assistant", "content": "bad"},
+    }
     rec = decode_record(json.dumps(pair))
     assert rec.chosen.content == "good"
     same = copy.deepcopy(pair)
@@ -89,7 +94,10 @@ def test_preference_rules():
     ends_assistant["conversation"] = base["conversation"][:2]
     assert _bad(ends_assistant) == "bad_prompt"
     tool_choice = copy.deepcopy(pair)
-    tool_choice["chosen"] = {"role": "assistant", "tool_calls": [{"id": "x", "name": "lookup", "arguments": {}}]}
+    tool_choice["chosen"] = {
+        "role": "assistant",
+        "tool_calls": [{"id": "x", "name": "lookup", "arguments": {}}],
+    }
     assert decode_record(tool_choice).chosen.tool_calls[0].name == "lookup"
 
 
@@ -97,4 +105,8 @@ def test_actionstudio_export_nests_functions():
     out = to_actionstudio(decode_record(make_record(0)))
     assert out["tools"][0]["type"] == "function" and out["tools"][0]["function"]["name"] == "lookup"
     call = out["conversation"][1]["tool_calls"][0]
-    assert call == {"type": "function", "id": "c0", "function": {"name": "lookup", "arguments": {"q": "src-0-0"}}}
+    assert call == {
+        "type": "function",
+        "id": "c0",
+        "function": {"name": "lookup", "arguments": {"q": "src-0-0"}},
+    }

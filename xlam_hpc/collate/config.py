@@ -1,0 +1,36 @@
+"""CollateConfig: how records become token ids, loss masks and packed batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["CollateConfig"]
+
+
+@dataclass(kw_only=True)
+class CollateConfig:
+    """Recipe section `collate:`."""
+
+    seq_length: int = 4096
+    """Maximum tokens of one sample, and the row length of packed batches."""
+    mode: Literal["trajectory", "prompt_answer"] = "trajectory"
+    """trajectory: one sample per record, every assistant turn trained. prompt_answer: one sample per
+    trained assistant turn (the conversation up to it, only that turn trained) — xLAM's return_type."""
+    loss_on: Literal["all", "last"] = "all"
+    """Train every assistant turn, or only the last one of each sample."""
+    overflow: Literal["truncate", "drop"] = "truncate"
+    """Over-long samples: drop whole leading turns (keeping system prompt and tools), or drop the sample."""
+    packing: bool = True
+    """Best-fit-decreasing packing of each step's samples into rows of seq_length (position_ids restart per
+    sample); False pads every sample to the longest in the step."""
+    chat_template: str = "tokenizer"
+    """'tokenizer' (the tokenizer's own template; error if it has none), 'builtin' (xlam-hpc's Mistral-style
+    template with tools), or a path to a Jinja file with {% generation %} blocks."""
+    pad_to_multiple_of: int = 8
+
+    def __post_init__(self) -> None:
+        if self.seq_length < 16:
+            raise ValueError(f"collate.seq_length must be >= 16, got {self.seq_length}")
+        if self.pad_to_multiple_of < 1:
+            raise ValueError("collate.pad_to_multiple_of must be >= 1")

@@ -1,0 +1,173 @@
+"""Chat templates → (text, spans): the character spans of every turn and which ones are trained.
+
+Two renderers with one contract:
+- `BuiltinRenderer`: xlam-hpc's Mistral-style template with tools (templates/mistral_tools.jinja), written
+  out in Python. Rendering through Jinja costs ~55 µs per turn here, more than tokenizing the turn;
+  the Python version costs ~2 µs. A test renders every test record both ways and requires equal text
+  and spans; the Jinja file is what gets saved with the tokenizer for inference.
+- `JinjaRenderer`: any tokenizer's own template through transformers' renderer; assistant spans come
+  from its `{% generation %}` blocks (required: without them we would need string matching).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from xlam_hpc.errors import ConfigError
+from xlam_hpc.schema import FunctionSpec, Turn
+
+__all__ = [
+    "BUILTIN_TEMPLATE",
+    "BuiltinRenderer",
+    "JinjaRenderer",
+    "Rendered",
+    "make_renderer",
+    "to_hf_messages",
+]
+
+BUILTIN_TEMPLATE = resources.files("xlam_hpc.collate").joinpath("templates/mistral_tools.jinja").read_text()
+
+
+@dataclass
+class Rendered:
+    """A rendered conversation."""
+
+    text: str
+    assistant_spans: list[tuple[int, int]]
+    """Character span of every assistant turn, in conversation order."""
+    group_starts: list[int] | None
+    """Character offset where each turn group (a user turn and what follows it) starts; None when the
+    template does not expose it (then truncation re-renders instead of estimating)."""
+
+
+def to_hf_messages(system: str, turns: list[Turn]) -> list[dict[str, Any]]:
+    """Unified turns → the OpenAI/HF message dicts chat templates expect."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for t in turns:
+        if t.role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant", "content": t.content}
+            if t.tool_calls:
+                msg["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in t.tool_calls
+                ]
+            out.append(msg)
+        elif t.role == "tool":
+            out.append({"role": "tool", "tool_call_id": t.tool_call_id, "name": t.name, "content": t.content})
+        else:
+            out.append({"role": "user", "content": t.content})
+    return out
+
+
+def _tools_json(tools: list[FunctionSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
+def _dumps(value: Any) -> str:
+    # Same output as Jinja's `tojson` filter in transformers (json.dumps with ensure_ascii=False, no sorting).
+    return json.dumps(value, ensure_ascii=False)
+
+
+class BuiltinRenderer:
+    """Python twin of templates/mistral_tools.jinja."""
+
+    name = "builtin"
+    template = BUILTIN_TEMPLATE
+
+    def __init__(self, bos: str, eos: str) -> None:
+        self.bos, self.eos = bos, eos
+
+    def render(self, system: str, tools: list[FunctionSpec], turns: list[Turn]) -> Rendered:
+        parts: list[str] = [self.bos]
+        if tools:
+            parts.append(f"[AVAILABLE_TOOLS] {_dumps(_tools_json(tools))}[/AVAILABLE_TOOLS]")
+        pos = sum(len(p) for p in parts)
+        spans: list[tuple[int, int]] = []
+        groups: list[int] = []
+        pending_system = system
+        for t in turns:
+            if t.role == "user":
+                groups.append(pos)
+                sys_part = f"{pending_system}\n\n" if pending_system else ""
+                pending_system = ""
+                piece = f"[INST] {sys_part}{t.content}[/INST]"
+            elif t.role == "assistant":
+                piece = f" {t.content}" if t.content else ""
+                if t.tool_calls:
+                    calls = ", ".join(
+                        f'{{"name": {_dumps(c.name)}, "arguments": {_dumps(c.arguments)}, "id": {_dumps(c.id)}}}'
+                        for c in t.tool_calls
+                    )
+                    piece += f"[TOOL_CALLS] [{calls}]"
+                piece += self.eos
+                spans.append((pos, pos + len(piece)))
+            else:
+                result = f'{{"content": {_dumps(t.content)}, "call_id": {_dumps(t.tool_call_id)}}}'
+                piece = f"[TOOL_RESULTS] {result}[/TOOL_RESULTS]"
+            parts.append(piece)
+            pos += len(piece)
+        return Rendered("".join(parts), spans, groups)
+
+
+class JinjaRenderer:
+    """A Jinja chat template with {% generation %} blocks, rendered by transformers."""
+
+    name = "jinja"
+
+    def __init__(self, template: str, special_tokens: dict[str, str], origin: str) -> None:
+        if "generation" not in template or "{%" not in template:
+            raise ConfigError(
+                f"chat template from {origin} has no {{% generation %}} blocks, so assistant tokens cannot be "
+                "found without string matching; set collate.chat_template=builtin or give a template file with them"
+            )
+        self.template, self.special_tokens = template, special_tokens
+
+    def render(self, system: str, tools: list[FunctionSpec], turns: list[Turn]) -> Rendered:
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        texts, indices = render_jinja_template(
+            conversations=[to_hf_messages(system, turns)],
+            tools=_tools_json(tools) or None,
+            chat_template=self.template,
+            return_assistant_tokens_mask=True,
+            **self.special_tokens,
+        )
+        spans = [tuple(s) for s in indices[0]]
+        n_assistant = sum(t.role == "assistant" for t in turns)
+        if len(spans) != n_assistant:
+            raise ConfigError(
+                f"chat template produced {len(spans)} generation blocks for {n_assistant} assistant turns; "
+                "it must wrap each assistant message in exactly one {% generation %} block"
+            )
+        return Rendered(texts[0], spans, None)
+
+
+def make_renderer(choice: str, tokenizer: Any) -> BuiltinRenderer | JinjaRenderer:
+    """Renderer for `collate.chat_template` ('tokenizer' | 'builtin' | path to a Jinja file)."""
+    specials = {"bos_token": tokenizer.bos_token or "", "eos_token": tokenizer.eos_token or ""}
+    if choice == "builtin":
+        return BuiltinRenderer(specials["bos_token"], specials["eos_token"])
+    if choice == "tokenizer":
+        template = getattr(tokenizer, "chat_template", None)
+        if not template:
+            raise ConfigError(
+                "the tokenizer has no chat template and no fallback was chosen: set collate.chat_template=builtin "
+                "(xlam-hpc's Mistral-style template with tools) or to a Jinja file"
+            )
+        if template == BUILTIN_TEMPLATE:
+            return BuiltinRenderer(specials["bos_token"], specials["eos_token"])
+        return JinjaRenderer(template, specials, "the tokenizer")
+    path = Path(choice)
+    if not path.is_file():
+        raise ConfigError(f"collate.chat_template: '{choice}' is not 'tokenizer', 'builtin' or an existing file")
+    return JinjaRenderer(path.read_text(encoding="utf-8"), specials, str(path))

@@ -1,0 +1,1 @@
+"""One module per source format; registered in xlam_hpc.convert.CONVERTERS."""

@@ -1,0 +1,184 @@
+"""LLaMA-Factory v1 typed-part messages
+(https://github.com/hiyouga/LLaMA-Factory, e.g. data/reason_tool_use_demo_50.jsonl).
+
+Layout: `{"messages": [{"role": system|user|assistant|tool, "content": [{"type": text|reasoning|tool_call,
+"value": str}], "loss_weight"?: 0.0|1.0}], "tools": "<JSON string: [{type: function, function: {...}}]>"}`.
+- `reasoning` parts are the thought → assistant `content` (before any `text` part, joined by a blank line);
+- `tool_call` parts hold `{"name", "arguments"}` JSON → `tool_calls` (ids `call_<turn>_<k>`: the source
+  has none);
+- tool messages answer the preceding calls in order; one tool message holding a JSON list of
+  `{tool_call_id?, name, content}` results, one per call, is split into one tool turn per call;
+- `loss_weight: 0` → `train=False`; legacy `parameters.type: "dict"` / Python type names → JSON schema.
+`convert_messages` is shared with the v1 DPO converter (`chosen_messages` / `rejected_messages`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from xlam_hpc.convert.base import (
+    Converter,
+    FunctionSpec,
+    Reject,
+    ToolCall,
+    Trajectory,
+    Turn,
+    make_id,
+    parse_json_field,
+    require,
+)
+from xlam_hpc.convert.formats.openai_messages import parse_arguments
+from xlam_hpc.convert.formats.xlam_fc import normalize_tool
+from xlam_hpc.convert.reader import RawRecord
+
+__all__ = ["LlamaFactoryMessages", "convert_messages", "parse_tools", "tool_turns"]
+
+_RESULT_KEYS = {"tool_call_id", "name", "content"}
+
+
+def parse_tools(value: Any, key: str = "tools") -> list[FunctionSpec]:
+    """Tools given as a JSON string or a list (OpenAI nested or flat specs); '' / None → []."""
+    if value in (None, ""):
+        return []
+    specs = parse_json_field(value, key)
+    if not isinstance(specs, list):
+        raise Reject("wrong_type", f"'{key}' should be a list of tool specs, got {type(specs).__name__}")
+    return [normalize_tool(s) for s in specs]
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _split_results(text: str, calls: list[ToolCall]) -> list[str] | None:
+    """Per-call contents when `text` is a JSON list of `{tool_call_id?, name?, content}`, one per call."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(items, list) or len(items) != len(calls):
+        return None
+    for item, call in zip(items, calls, strict=True):
+        if not isinstance(item, Mapping) or "content" not in item or not set(item) <= _RESULT_KEYS:
+            return None
+        if "name" in item and item["name"] != call.name:
+            return None
+    return [_as_text(item["content"]) for item in items]
+
+
+def tool_turns(texts: list[str], calls: list[ToolCall], where: str) -> list[Turn]:
+    """Tool turns for consecutive observations `texts` answering `calls` (in call order)."""
+    if len(texts) == 1 and calls:
+        split = _split_results(texts[0], calls)
+        if split is not None:
+            texts = split
+    if len(texts) > len(calls):
+        raise Reject("unmatched_tool_turn", f"{where}: {len(texts)} tool results for {len(calls)} call(s)")
+    return [Turn(role="tool", content=t, tool_call_id=c.id, name=c.name) for t, c in zip(texts, calls, strict=False)]
+
+
+def _parts(msg: Mapping[str, Any], where: str) -> list[tuple[str, str]]:
+    content = msg.get("content")
+    if isinstance(content, str):
+        return [("text", content)]
+    if not isinstance(content, list):
+        raise Reject("wrong_type", f"{where}: content should be a list of typed parts")
+    parts = []
+    for k, part in enumerate(content):
+        if not isinstance(part, Mapping) or not isinstance(part.get("value"), str):
+            raise Reject("bad_part", f"{where}: part {k} has no string 'value'")
+        kind = part.get("type", "text")
+        if kind not in ("text", "reasoning", "tool_call"):
+            raise Reject("unsupported_part", f"{where}: part {k} of type '{kind}' is not supported")
+        parts.append((kind, part["value"]))
+    return parts
+
+
+def _assistant(parts: list[tuple[str, str]], turn_idx: int, train: bool, where: str) -> Turn:
+    reasoning = "\n\n".join(v.strip() for k, v in parts if k == "reasoning" and v.strip())
+    text = "".join(v for k, v in parts if k == "text")
+    calls = []
+    for k, value in enumerate(v for kind, v in parts if kind == "tool_call"):
+        call = parse_json_field(value, f"{where} tool_call {k}")
+        if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
+            raise Reject("bad_tool_call", f"{where}: tool_call {k} has no 'name'")
+        args = parse_arguments(call.get("arguments"), f"{where} tool_call {k}")
+        calls.append(ToolCall(id=f"call_{turn_idx}_{k}", name=call["name"], arguments=args))
+    content = "\n\n".join(s for s in (reasoning, text.strip() and text) if s)
+    return Turn(role="assistant", content=content, tool_calls=calls, train=train)
+
+
+def convert_messages(messages: Any, label: str = "messages") -> tuple[str, list[Turn]]:
+    """(system prompt, turns) of a v1 message list."""
+    if not isinstance(messages, list):
+        raise Reject("wrong_type", f"'{label}' should be a list of messages")
+    system = ""
+    turns: list[Turn] = []
+    pending: list[ToolCall] = []
+    observations: list[str] = []
+
+    def flush(where: str) -> None:
+        turns.extend(tool_turns(observations, pending, where))
+        observations.clear()
+        pending.clear()
+
+    for i, msg in enumerate(messages):
+        where = f"{label}[{i}]"
+        role = require(msg, "role", str)
+        parts = _parts(msg, where)
+        if role == "tool":
+            if not pending:
+                raise Reject("unmatched_tool_turn", f"{where}: tool message without a preceding tool call")
+            observations.append("".join(v for _, v in parts))
+            continue
+        flush(where)
+        if role == "system":
+            if turns or system:
+                raise Reject("late_system_turn", f"{where}: system message after the conversation started")
+            system = "".join(v for _, v in parts)
+        elif role == "user":
+            turns.append(Turn(role="user", content="".join(v for _, v in parts)))
+        elif role == "assistant":
+            turn = _assistant(parts, len(turns), msg.get("loss_weight", 1.0) != 0, where)
+            turns.append(turn)
+            pending.extend(turn.tool_calls)
+        else:
+            raise Reject("unknown_role", f"{where}: unknown role '{role}'")
+    flush(f"{label}[{len(messages)}]")
+    return system, turns
+
+
+def _is_v1_messages(msgs: Any) -> bool:
+    return (
+        isinstance(msgs, list)
+        and bool(msgs)
+        and all(isinstance(m, Mapping) and isinstance(m.get("content"), list) for m in msgs)
+        and any(isinstance(p, Mapping) and "value" in p and "type" in p for m in msgs for p in m["content"])
+    )
+
+
+class LlamaFactoryMessages(Converter):
+    name = "llamafactory-messages"
+    description = "LLaMA-Factory v1 messages with typed parts (text/reasoning/tool_call) and loss_weight"
+    default_source = "llamafactory-messages"
+
+    @classmethod
+    def sniff(cls, obj: Any) -> float:
+        return 0.9 if isinstance(obj, Mapping) and _is_v1_messages(obj.get("messages")) else 0.0
+
+    def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
+        obj = raw.obj
+        system, turns = convert_messages(require(obj, "messages", list))
+        source = self.source_for(raw)
+        native = obj.get("id")
+        return [
+            Trajectory(
+                unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+                source=source,
+                task_instruction=system,
+                tools=parse_tools(obj.get("tools")),
+                conversation=turns,
+            )
+        ]

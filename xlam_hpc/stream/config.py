@@ -1,0 +1,38 @@
+"""StreamConfig: which shards, mixed how, cut into which global batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["StreamConfig"]
+
+
+@dataclass(kw_only=True)
+class StreamConfig:
+    """Recipe section `data:`."""
+
+    shards: list[str]
+    """Shard directories (each with a manifest.json); source names must be unique across them."""
+    weights: dict[str, float] = field(default_factory=dict)
+    """Mixture weight per source (normalized); sources left out are not used. Empty: proportional to size."""
+    global_batch_size: int = 8
+    """Samples per optimizer step across all ranks (divisible by the world size)."""
+    mixture_block: int = 0
+    """Block size of the exact mixture quotas (every block is within ±1 of weight×block); 0 = global_batch_size."""
+    window_shards: int = 4
+    """Shuffle window: samples are permuted within groups of this many (shuffled) shards of a source."""
+    num_workers: int = 0
+    """DataLoader worker processes per rank (the sample stream is the same for any value)."""
+    prefetch_factor: int = 2
+    skip_bad_shards: bool = False
+    """Skip shards that are missing or truncated (counted and logged) instead of failing."""
+    samples_per_epoch: int = 0
+    """Nominal epoch length for reporting and per-epoch worker seeds; 0 = total samples of the used sources."""
+
+    def __post_init__(self) -> None:
+        if not self.shards:
+            raise ValueError("data.shards must name at least one shard directory")
+        if self.global_batch_size < 1:
+            raise ValueError(f"data.global_batch_size must be >= 1, got {self.global_batch_size}")
+        if self.num_workers < 0 or self.window_shards < 1 or self.mixture_block < 0:
+            raise ValueError("data.num_workers >= 0, data.window_shards >= 1 and data.mixture_block >= 0 are required")

@@ -1,0 +1,80 @@
+"""ModelConfig and TrainConfig: recipe sections `model:` and `train:`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["DpoConfig", "LoraConfig", "ModelConfig", "TrainConfig"]
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    """Recipe section `model:`."""
+
+    name_or_path: str = "tiny-mistral"
+    """A local checkpoint folder (any causal LM transformers can load) or a preset: tiny-mistral, tiny-llama."""
+    dropout: float = 0.0
+    """Attention dropout (and hidden dropout where the architecture has one)."""
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    """Extra model-config fields (presets: hidden_size, num_hidden_layers, ...)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(kw_only=True)
+class LoraConfig:
+    """Recipe section `train.lora:` (peft)."""
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass(kw_only=True)
+class DpoConfig:
+    """Recipe section `train.dpo:` (TRL's DPO losses)."""
+
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    reference: Literal["model", "precomputed"] = "model"
+    """model: a frozen copy of the initial policy (the base model with adapters disabled for LoRA);
+    precomputed: reference log-probs computed once per batch before the policy update."""
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Recipe section `train:`."""
+
+    max_steps: int = 100
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    schedule: Literal["constant", "linear", "cosine"] = "cosine"
+    grad_clip: float = 1.0
+    deepspeed: str = "zero2"
+    """'zero2', 'zero3' (configs/deepspeed/*.json, shipped in the package) or a path to a DeepSpeed JSON."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """auto: bf16 on GPU, fp32 on CPU."""
+    save_interval: int = 50
+    keep_last: int = 3
+    log_interval: int = 1
+    trace_samples: bool = False
+    """Write trace/rank<R>.jsonl: one line per optimizer step {step, rank, sample_ids, loss}."""
+    grace_period_s: float = 60.0
+    """Budget for the collective save after SIGTERM/SIGUSR1/SIGUSR2 (logged; warned when exceeded)."""
+    gradient_checkpointing: bool = False
+    lora: LoraConfig | None = None
+    dpo: DpoConfig = field(default_factory=DpoConfig)
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1 or self.save_interval < 1 or self.keep_last < 1:
+            raise ValueError("train.max_steps, train.save_interval and train.keep_last must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"train.lr must be > 0, got {self.lr}")
