@@ -1,9 +1,10 @@
 """Records → token ids with loss masks, in context, without string matching.
 
 A conversation is rendered once into text plus the character span of each assistant turn; the whole
-text is tokenized once (batched, in Rust) with offsets, and a token is trained when it starts inside
-the span of a trained assistant turn. Over-long samples drop whole leading turn groups (a user turn and
-what follows it) while the system prompt and tools stay, or are dropped — counted either way.
+text is tokenized once (batched, in Rust), and the tokens from the one holding a trained span's first
+character up to the one holding the character after it are trained (Rust char→token lookups).
+Over-long samples drop whole leading turn groups (a user turn and what follows it) while the system
+prompt and tools stay, or are dropped — counted either way.
 """
 
 from __future__ import annotations
@@ -20,6 +21,32 @@ from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import Preference, Trajectory, Turn
 
 __all__ = ["PairSample", "Sample", "SampleEncoder"]
+
+
+class _Tokens:
+    """Token ids of one text plus char→token lookups (the Rust Encoding); per-token offsets are never
+    converted to Python, which cost more than the tokenization itself."""
+
+    __slots__ = ("_enc", "_text_len", "ids")
+
+    def __init__(self, ids: np.ndarray, enc: Any, text_len: int) -> None:
+        self.ids, self._enc, self._text_len = ids, enc, text_len
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def token_at(self, char: int) -> int:
+        """Index of the token holding character `char` (the next token if none does), or len at the end."""
+        n = len(self.ids)
+        while char < self._text_len:
+            t = self._enc.char_to_token(char)
+            if t is not None:
+                return min(t, n)
+            char += 1
+        return n
+
+    def head(self, n_tokens: int, text_len: int) -> _Tokens:
+        return _Tokens(self.ids[:n_tokens], self._enc, text_len)
 
 
 @dataclass
@@ -53,27 +80,22 @@ class SampleEncoder:
         self.stats: Counter[str] = Counter()
 
     # -- tokenization ---------------------------------------------------------------------------
-    def _tokenize(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _tokenize(self, texts: list[str]) -> list[_Tokens]:
         encs = self.backend.encode_batch(texts, add_special_tokens=False)
-        return [
-            (np.asarray(e.ids, dtype=np.int32), np.fromiter((o[0] for o in e.offsets), np.int64, len(e.ids)))
-            for e in encs
-        ]
+        return [_Tokens(np.asarray(e.ids, dtype=np.int32), e, len(t)) for e, t in zip(encs, texts, strict=True)]
 
     @staticmethod
-    def _mask(starts: np.ndarray, spans: list[tuple[int, int]], trained: list[bool]) -> np.ndarray:
-        if not spans:
-            return np.zeros(len(starts), dtype=bool)
-        span_starts = np.fromiter((s for s, _ in spans), np.int64, len(spans))
-        span_ends = np.fromiter((e for _, e in spans), np.int64, len(spans))
-        k = np.searchsorted(span_starts, starts, side="right") - 1
-        inside = (k >= 0) & (starts < span_ends[np.maximum(k, 0)])
-        return inside & np.asarray(trained, dtype=bool)[np.maximum(k, 0)]
+    def _mask(tokens: _Tokens, spans: list[tuple[int, int]], trained: list[bool]) -> np.ndarray:
+        mask = np.zeros(len(tokens), dtype=bool)
+        for (start, end), on in zip(spans, trained, strict=True):
+            if on:
+                mask[tokens.token_at(start) : tokens.token_at(end)] = True
+        return mask
 
     def prefix_length(self, rec: Trajectory | Preference) -> int:
         """Tokens of the part truncation never removes: BOS, tools and system prompt."""
         r = self.renderer.render(rec.task_instruction, rec.tools, [Turn(role="user", content="")])
-        return len(self._tokenize([r.text])[0][0])
+        return len(self._tokenize([r.text])[0])
 
     # -- SFT ------------------------------------------------------------------------------------
     def _trained_flags(self, turns: list[Turn]) -> list[bool]:
@@ -88,15 +110,14 @@ class SampleEncoder:
         sample_id: str,
         rec: Trajectory | Preference,
         variants: list[tuple[list[Turn], list[bool]]],
-        first: list[tuple[Rendered, np.ndarray, np.ndarray]] | None = None,
+        first: list[tuple[Rendered, _Tokens]] | None = None,
     ) -> list[Sample] | None:
         """Render+tokenize each variant (turns, trained flag per assistant turn). Variants share their leading
         turns (DPO: prompt+chosen, prompt+rejected) and are truncated by the same turn groups, so they keep
         one prompt. Returns None when the sample is dropped."""
         limit = self.cfg.seq_length
         if first is None:
-            rendered = [self.renderer.render(rec.task_instruction, rec.tools, turns) for turns, _ in variants]
-            first = [(r, *t) for r, t in zip(rendered, self._tokenize([r.text for r in rendered]), strict=True)]
+            first = self._render_all(rec, [turns for turns, _ in variants])
         longest = max(range(len(first)), key=lambda i: len(first[i][1]))
         if len(first[longest][1]) <= limit:
             return self._finish(sample_id, first, [flags for _, flags in variants])
@@ -105,44 +126,46 @@ class SampleEncoder:
             return None
         turns = variants[longest][0]
         users = [i for i, t in enumerate(turns) if t.role == "user"]
-        r, ids, starts = first[longest]
-        drop = self._estimate_groups_to_drop(r, starts, len(ids) - limit)
+        rendered, tokens = first[longest]
+        drop = self._estimate_groups_to_drop(rendered, tokens, len(tokens) - limit)
         while drop < len(users):
             cut = users[drop]
             skipped = sum(t.role == "assistant" for t in turns[:cut])
             kept = [(v_turns[cut:], v_flags[skipped:]) for v_turns, v_flags in variants]
-            rendered = [self.renderer.render(rec.task_instruction, rec.tools, t) for t, _ in kept]
-            tokens = self._tokenize([x.text for x in rendered])
-            if max(len(ids) for ids, _ in tokens) <= limit:
+            done = self._render_all(rec, [t for t, _ in kept])
+            if max(len(tok) for _, tok in done) <= limit:
                 self.stats["truncated"] += 1
                 self.stats["turns_truncated"] += cut
-                done = [(x, *t) for x, t in zip(rendered, tokens, strict=True)]
                 return self._finish(sample_id, done, [flags for _, flags in kept])
             drop += 1
         self.stats["dropped_overlong"] += 1
         return None
 
+    def _render_all(self, rec: Trajectory | Preference, variants: list[list[Turn]]) -> list[tuple[Rendered, _Tokens]]:
+        rendered = [self.renderer.render(rec.task_instruction, rec.tools, turns) for turns in variants]
+        return list(zip(rendered, self._tokenize([r.text for r in rendered]), strict=True))
+
     @staticmethod
-    def _estimate_groups_to_drop(rendered: Rendered, starts: np.ndarray, excess: int) -> int:
+    def _estimate_groups_to_drop(rendered: Rendered, tokens: _Tokens, excess: int) -> int:
         """Smallest number of leading groups whose tokens cover `excess` (1 when the template hides groups)."""
         groups = rendered.group_starts
         if not groups or len(groups) < 2:
             return 1
-        bounds = np.searchsorted(starts, np.asarray(groups), side="left")
+        bounds = np.asarray([tokens.token_at(g) for g in groups])
         sizes = np.diff(bounds)  # tokens per group except the last
         need = int(np.searchsorted(np.cumsum(sizes), excess, side="left")) + 1
         return max(1, min(need, len(groups) - 1))
 
     def _finish(
-        self, sample_id: str, done: list[tuple[Rendered, np.ndarray, np.ndarray]], flags: list[list[bool]]
+        self, sample_id: str, done: list[tuple[Rendered, _Tokens]], flags: list[list[bool]]
     ) -> list[Sample] | None:
         samples = []
-        for (rendered, ids, starts), f in zip(done, flags, strict=True):
-            mask = self._mask(starts, rendered.assistant_spans, f)
+        for (rendered, tokens), f in zip(done, flags, strict=True):
+            mask = self._mask(tokens, rendered.assistant_spans, f)
             if not mask.any():
                 self.stats["dropped_no_trained_tokens"] += 1
                 return None
-            samples.append(Sample(sample_id, ids, mask))
+            samples.append(Sample(sample_id, tokens.ids, mask))
         return samples
 
     def encode_sft(self, items: list[tuple[str, Trajectory]]) -> list[Sample]:
@@ -164,8 +187,8 @@ class SampleEncoder:
         rendered = [self.renderer.render(rec.task_instruction, rec.tools, turns) for _, rec, turns, _ in jobs]
         tokens = self._tokenize([r.text for r in rendered])
         out = []
-        for (sid, rec, turns, flags), r, (ids, starts) in zip(jobs, rendered, tokens, strict=True):
-            fitted = self._fit(sid, rec, [(turns, flags)], [(r, ids, starts)])
+        for (sid, rec, turns, flags), r, tok in zip(jobs, rendered, tokens, strict=True):
+            fitted = self._fit(sid, rec, [(turns, flags)], [(r, tok)])
             if fitted is not None:
                 out += fitted
         return out
@@ -174,18 +197,18 @@ class SampleEncoder:
         # The built-in template renders a conversation prefix as a text prefix, and every assistant span
         # ends with the EOS special token (a token boundary), so each prompt_answer sample is a slice of
         # one tokenization of the whole conversation.
-        cache: dict[str, tuple[Rendered, np.ndarray, np.ndarray]] = {}
+        cache: dict[str, tuple[Rendered, _Tokens]] = {}
         out = []
         for sid, rec, turns, flags in jobs:
             full = cache.get(rec.unique_trajectory_id)
             if full is None:
-                r = self.renderer.render(rec.task_instruction, rec.tools, rec.conversation)
-                full = cache[rec.unique_trajectory_id] = (r, *self._tokenize([r.text])[0])
-            r, ids, starts = full
+                full = cache[rec.unique_trajectory_id] = self._render_all(rec, [rec.conversation])[0]
+            r, tokens = full
             k = len(flags) - 1
-            end = int(np.searchsorted(starts, r.assistant_spans[k][1], side="left"))
-            prefix = Rendered(r.text[: r.assistant_spans[k][1]], r.assistant_spans[: k + 1], r.group_starts)
-            fitted = self._fit(sid, rec, [(turns, flags)], [(prefix, ids[:end], starts[:end])])
+            end_char = r.assistant_spans[k][1]
+            prefix = Rendered(r.text[:end_char], r.assistant_spans[: k + 1], r.group_starts)
+            head = tokens.head(tokens.token_at(end_char), end_char)
+            fitted = self._fit(sid, rec, [(turns, flags)], [(prefix, head)])
             if fitted is not None:
                 out += fitted
         return out

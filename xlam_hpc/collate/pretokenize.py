@@ -81,11 +81,12 @@ def write_tokenized_shards(
 
     def extra(rec: Trajectory | Preference) -> dict[str, bytes]:
         if isinstance(rec, Preference):
-            pairs = encoder.encode_dpo([(rec.unique_trajectory_id, rec)])
+            pairs = encoder.encode_dpo([("r", rec)])
             samples = [(p.chosen, 0) for p in pairs] + [(p.rejected, 1) for p in pairs]
         else:
-            encoded = encoder.encode_sft([(rec.unique_trajectory_id, rec)])
-            samples = [(s, int(s.sample_id.rsplit("#", 1)[1]) if "#" in s.sample_id else -1) for s in encoded]
+            # a fixed placeholder id, so the turn tag can be read back whatever the record id contains
+            encoded = encoder.encode_sft([("r", rec)])
+            samples = [(s, int(s.sample_id[2:]) if s.sample_id != "r" else -1) for s in encoded]
         return _encode_members(samples)
 
     info = {

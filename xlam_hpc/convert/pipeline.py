@@ -131,10 +131,24 @@ def content_hash(rec: Trajectory | Preference) -> bytes:
     return hashlib.blake2b(blob.encode(), digest_size=8).digest()
 
 
+def _check_writable(path: Path, what: str) -> None:
+    """ConfigError now, not a traceback after the work is done, when `path` cannot be written."""
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    if not existed:
+        path.unlink()
+
+
 def _open_output(path: Path) -> tuple[Path, Any]:
     tmp = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         return tmp, tmp.open("wb")
     except OSError as exc:
         raise ConfigError(f"cannot write output {path}: {exc.strerror or exc}") from None
@@ -209,6 +223,9 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
             raise DataError(f"{p}: input file not found")
     fixed = None if cfg.format == "auto" else get_converter(cfg.format)
     out_path = Path(cfg.output)
+    _check_writable(out_path, "output")
+    _check_writable(cfg.rejects_path(), "rejects")
+    _check_writable(cfg.summary_path(), "summary")
     tmp, out = _open_output(out_path)
     rejects = RejectLog(cfg.rejects_path())
     summary = ConvertSummary(output=str(out_path))
@@ -219,7 +236,13 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="convert", disable=None if cfg.progress else True)
     try:
         for path in inputs:
-            fmt = fixed if fixed is not None else detect_format(path, max_record_bytes=cfg.max_record_bytes)
+            try:
+                fmt = fixed if fixed is not None else detect_format(path, max_record_bytes=cfg.max_record_bytes)
+            except DataError as exc:  # one unrecognized file must not stop the others
+                log(f"error: {exc}")
+                rejects.add(str(path), "file", "undetected_format", str(exc))
+                summary.files[str(path)] = {"format": None, "read": 0, "converted": 0, "rejected": 1}
+                continue
             log(f"{path}: format {fmt.name}" + (" (auto-detected)" if fixed is None else ""))
             conv = fmt(source=cfg.source)
             stats: Counter[str] = Counter()
@@ -242,6 +265,9 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
             bar.update(path.stat().st_size)
             summary.read += stats["read"]
             summary.files[str(path)] = {"format": fmt.name, **{k: stats[k] for k in ("read", "converted", "rejected")}}
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never leave a half-written OUT.jsonl.tmp behind
+        raise
     finally:
         bar.close()
         out.close()

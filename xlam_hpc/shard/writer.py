@@ -6,13 +6,16 @@ PAX header per member). Everything goes to a
 temporary folder inside the output directory and is moved into place at the end; the manifest is
 written last, so a killed run leaves no manifest pointing at partial shards.
 
-Member index: after a shard is closed, its headers are scanned once (tarfile) and each sample's
-(offset, size) per member is saved next to it as `<shard>.idx.npy`. The loader then reads any sample
-with one pread and never scans tar headers at start-up.
+Member index: each sample's (offset, size) per member is recorded while it is written (and checked
+against the tar stream's own offset; a miss falls back to one header scan) and saved next to the
+shard as `<shard>.idx.npy`. The loader then reads any sample with one pread and never scans tar
+headers at start-up.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -91,6 +94,22 @@ def shard_stem(source: str, number: int) -> str:
     return f"{_SAFE.sub('_', source)}-{number:06d}"
 
 
+class _HashingFile:
+    """Binary file that hashes what is written, so the shard's sha256 needs no second read."""
+
+    def __init__(self, path: Path) -> None:
+        self.name = str(path)
+        self._f = path.open("wb")
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self._f.write(data)
+
+    def close(self) -> None:
+        self._f.close()
+
+
 class _SourceShards:
     """Rolls tar shards of one source every `per_shard` samples."""
 
@@ -99,42 +118,57 @@ class _SourceShards:
         self.count = 0
         self.infos: list[ShardInfo] = []
         self._writer: wds.TarWriter | None = None
-        self._file: Any = None
-        self._in_shard = 0
+        self._file: _HashingFile | None = None
+        self._rows: list[list[int]] = []
+        self._col = {ext: i for i, ext in enumerate(members)}
 
     def add(self, sample: dict[str, bytes]) -> None:
         if self._writer is None:
-            path = self.tmp / f"{shard_stem(self.source, len(self.infos))}.tar"
-            self._file = path.open("wb")
+            self._file = _HashingFile(self.tmp / f"{shard_stem(self.source, len(self.infos))}.tar")
             self._writer = wds.TarWriter(self._file, encoder=False, mtime=0, user="xlam", group="xlam")
+            self._rows = []
+        tar = self._writer.tarstream
+        # Predict each member's data offset: TarWriter writes members in sorted key order, each as a
+        # 512-byte ustar header (short ASCII names, int mtime: no PAX records) plus data padded to 512.
+        pos, row = tar.offset, [-1] * (2 * len(self.members))
+        for ext in sorted(sample):
+            size = len(sample[ext])
+            row[2 * self._col[ext]], row[2 * self._col[ext] + 1] = pos + tarfile.BLOCKSIZE, size
+            pos += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         self._writer.write({"__key__": f"{self.count:09d}", **sample})
+        if tar.offset != pos:  # the prediction is checked for every sample; rescan if it ever misses
+            row = []
+        self._rows.append(row)
         self.count += 1
-        self._in_shard += 1
-        if self._in_shard >= self.per_shard:
+        if len(self._rows) >= self.per_shard:
             self.close_shard()
 
     def close_shard(self) -> None:
-        if self._writer is None:
+        if self._writer is None or self._file is None:
             return
         self._writer.close()
         self._file.close()
         path = Path(self._file.name)
+        n = len(self._rows)
+        if all(self._rows):
+            index = np.asarray(self._rows, dtype=np.int64).reshape(n, 2 * len(self.members))
+        else:
+            index = build_member_index(path, self.members, n)
         index_path = path.with_suffix(".idx.npy")
-        index = build_member_index(path, self.members, self._in_shard)
         np.save(index_path, index, allow_pickle=False)
         self.infos.append(
             ShardInfo(
                 path=path.name,
                 source=self.source,
-                num_samples=self._in_shard,
+                num_samples=n,
                 num_bytes=path.stat().st_size,
-                sha256=sha256_file(path),
-                first_index=self.count - self._in_shard,
+                sha256=self._file.sha256.hexdigest(),
+                first_index=self.count - n,
                 index_path=index_path.name,
                 index_sha256=sha256_file(index_path),
             )
         )
-        self._writer, self._file, self._in_shard = None, None, 0
+        self._writer, self._file = None, None
 
 
 def build_member_index(path: Path, members: list[str], expected: int) -> np.ndarray:
@@ -204,14 +238,14 @@ def write_shards(
     try:
         with rejects:
             for path in inputs:
-                items = iter_raw(path, max_record_bytes=cfg.max_record_bytes)
+                items = iter_raw(path, max_record_bytes=cfg.max_record_bytes, parse=False)
                 for item in tqdm(items, desc=f"shard {path.name}", unit="rec", disable=None if cfg.progress else True):
                     summary.read += 1
                     if isinstance(item, RawError):
                         rejects.add(item.path, item.position, item.reason, item.message)
                         continue
                     try:
-                        rec = decode_record(item.obj) if isinstance(item.obj, dict) else None
+                        rec = decode_record(item.obj) if isinstance(item.obj, dict | bytes) else None
                     except RecordInvalid as exc:
                         rejects.add(item.path, item.position, exc.reason, str(exc), _id_of(item.obj))
                         continue
@@ -279,4 +313,9 @@ def write_shards(
 
 
 def _id_of(obj: Any) -> str | None:
+    if isinstance(obj, bytes):  # best effort: the id of a line that failed validation
+        try:
+            obj = json.loads(obj)
+        except ValueError:
+            return None
     return obj.get("unique_trajectory_id") if isinstance(obj, dict) else None

@@ -34,6 +34,11 @@ def _init_worker(seed: int, rank: int, worker_id: int) -> None:
     seed_worker(seed, rank, worker_id)
 
 
+def _as_is(batch: dict[str, Any]) -> dict[str, Any]:
+    # Batches are complete when the dataset yields them; torch's default_convert would walk every list.
+    return batch
+
+
 class XlamLoader:
     """Infinite iterator of step batches for one rank (see module docstring)."""
 
@@ -86,6 +91,7 @@ class XlamLoader:
         return StatefulDataLoader(
             self.dataset(start_position),
             batch_size=None,
+            collate_fn=_as_is,
             num_workers=workers,
             prefetch_factor=self.cfg.prefetch_factor if workers else None,
             persistent_workers=False,

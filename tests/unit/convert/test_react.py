@@ -194,19 +194,59 @@ def test_sniff_is_specific():
     assert react.sniff({"instruction": "q", "input": "", "output": "An answer."}) == 0.0
 
 
-def test_bad_example_rejects_its_prompt_document(tmp_path):
+def test_bad_example_is_rejected_alone_and_its_siblings_kept(tmp_path):
     doc = {
         "webthink_ok": "Question: q?\nThought 1: t\nAction 1: Finish[a]\n",
-        "webthink_bad": "Question: q?\nAction 1: Search q\n",
+        "webthink_mixed": (
+            "Question: first?\nThought 1: t1\nAction 1: Finish[one]\n"
+            "Question: second?\nAction 1: Search q\n"
+            "Question: third?\nThought 1: t3\nAction 1: Finish[three]\n"
+        ),
+        "not_text": 42,
+        "webthink_last": "Question: last?\nAction 1: Finish[z]\n",
     }
     bad = tmp_path / "prompts_bad.json"
     bad.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    summary, _recs, rejects = _convert(tmp_path, [RP / "fever.json", bad], "react")
-    assert (summary.read, summary.converted) == (2, 12)
-    (reject,) = rejects
-    assert (reject["file"], reject["position"], reject["reason"]) == (
-        str(bad),
-        "document",
-        "unparseable_action",
-    )
-    assert "prompt 'webthink_bad' example 0" in reject["message"]
+    summary, recs, rejects = _convert(tmp_path, [RP / "fever.json", bad], "react")
+    # fever.json: 12 examples; prompts_bad: 6 items (ok 0, mixed 0-2, not_text, last 0), 2 of them bad
+    assert (summary.read, summary.converted, summary.num_rejected) == (2, 12 + 4, 2)
+    assert summary.files[str(bad)] == {"format": "react", "read": 1, "converted": 4, "rejected": 2}
+    assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
+        (str(bad), "document item 2", "unparseable_action"),
+        (str(bad), "document item 4", "wrong_type"),
+    ]
+    assert rejects[0]["message"] == "prompt 'webthink_mixed' example 1: action is not name[argument]: 'Search q'"
+    assert rejects[1]["message"] == "prompt 'not_text' should be a string, got int"
+    kept = {r["unique_trajectory_id"]: r for r in recs if r["meta"]["file"] == "prompts_bad.json"}
+    assert sorted(kept) == [
+        "hotpotqa-react---prompts_bad---webthink_last-0",
+        "hotpotqa-react---prompts_bad---webthink_mixed-0",
+        "hotpotqa-react---prompts_bad---webthink_mixed-2",
+        "hotpotqa-react---prompts_bad---webthink_ok-0",
+    ]
+    third = kept["hotpotqa-react---prompts_bad---webthink_mixed-2"]
+    assert third["conversation"] == [
+        {"role": "user", "content": "Question: third?"},
+        {"role": "assistant", "content": "t3\n\nFinal answer: three"},
+    ]
+    assert third["meta"]["example"] == 2
+
+
+def test_bad_eval_log_entry_is_rejected_alone(tmp_path):
+    log = json.loads((FA / "trajs_hotpotqa_dev_ft-gpt-3.5.head10.json").read_text(encoding="utf-8"))
+    keys = list(log)
+    log[keys[1]]["traj"][1]["content"] = "Thought: hmm\nAction: fly[to the moon]"
+    del log[keys[3]]["traj"]
+    path = tmp_path / "trajs_hotpotqa_bad.json"
+    path.write_text(json.dumps(log, indent=1), encoding="utf-8")
+    summary, recs, rejects = _convert(tmp_path, [path], "react")
+    assert (summary.read, summary.converted, summary.num_rejected) == (1, 8, 2)
+    assert [(r["position"], r["reason"]) for r in rejects] == [
+        ("document item 1", "unknown_action"),
+        ("document item 3", "missing_key"),
+    ]
+    assert rejects[0]["message"].startswith(f"entry {keys[1]!r}: message 1: action 'fly' not in ['search']")
+    assert rejects[1]["message"] == f"entry {keys[3]!r}: no 'traj' list"
+    ids = [r["meta"]["original_id"] for r in recs]
+    assert ids == [k for i, k in enumerate(keys) if i not in (1, 3)]
+    assert recs[0]["unique_trajectory_id"] == "fireact-hotpotqa---trajs_hotpotqa_bad---6238"

@@ -28,10 +28,21 @@ def _convert(tmp_path, inputs, fmt):
 
 @pytest.mark.parametrize("fmt", ["toolalpaca", "auto"])
 def test_instances_convert(tmp_path, fmt):
-    summary, recs, _rejects = _convert(tmp_path, [SIM], fmt)
-    # 10 Axolotl instances + 12 Améthyste instances, 2 of which failed upstream ({"error": ...}): skipped
-    assert (summary.read, summary.converted, summary.num_rejected) == (2, 20, 0)
-    assert summary.files[str(SIM)]["format"] == "toolalpaca"
+    summary, recs, rejects = _convert(tmp_path, [SIM], fmt)
+    # 10 Axolotl instances + 12 Améthyste instances, 2 of which failed upstream ({"error": ...}): those two are
+    # rejected alone, the toolset's other 10 are kept
+    assert (summary.read, summary.converted, summary.num_rejected) == (2, 20, 2)
+    assert summary.files[str(SIM)] == {"format": "toolalpaca", "read": 2, "converted": 20, "rejected": 2}
+    assert summary.rejected == {"generation_error": 2}
+    assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
+        (str(SIM), "record 1 item 1", "generation_error"),
+        (str(SIM), "record 1 item 8", "generation_error"),
+    ]
+    assert rejects[0]["message"] == (
+        "toolset 'Améthyste' instance 1: generation failed upstream: "
+        "Could not parse LLM output: ` I should generate a custom image for a Discord user ID `"
+    )
+    assert rejects[1]["message"].startswith("toolset 'Améthyste' instance 8: generation failed upstream:")
     first = recs[0]
     assert first["unique_trajectory_id"] == "toolalpaca---toolalpaca-7b-sim.toolsets0-3---Axolotl---0"
     assert first["source"] == "toolalpaca" and first["task_instruction"] == ""
@@ -66,6 +77,7 @@ def test_instances_convert(tmp_path, fmt):
     assert conv[3]["content"].startswith("Here is a random picture of an axolotl:")
     amethyste = [r for r in recs if r["meta"]["toolset"] == "Améthyste"]
     assert [r["meta"]["instance"] for r in amethyste] == [0, 2, 3, 4, 5, 6, 7, 9, 10, 11]  # not 1, 8
+    assert amethyste[1]["unique_trajectory_id"] == "toolalpaca---toolalpaca-7b-sim.toolsets0-3---Améthyste---2"
     required = {t["name"]: t["parameters"]["required"] for t in amethyste[0]["tools"]}
     assert required["searchUser"] == ["query"] and required["generateAvatar"] == []
 
@@ -80,25 +92,52 @@ def test_eval_toolsets_without_instances_are_rejected(tmp_path):
     assert "'Axolotl'" in rejects[0]["message"]
 
 
+def _copy(toolset, name):
+    out = json.loads(json.dumps(toolset))
+    out["Name"] = name  # ids are '<source>---<file>---<Name>---<instance>': distinct names, distinct ids
+    return out
+
+
 def test_malformed_toolsets_are_rejected_and_others_kept(tmp_path):
     toolsets = json.loads(SIM.read_text(encoding="utf-8"))
-    bad_json = json.loads(json.dumps(toolsets[0]))
+    bad_json = _copy(toolsets[0], "BadJson")
     bad_json["Instances"][2]["intermediate_steps"][0][0][1] = '{"category": '
     no_fd = {k: v for k, v in toolsets[0].items() if k != "Function_Description"}
-    bad_step = json.loads(json.dumps(toolsets[0]))
+    bad_step = _copy(toolsets[0], "BadStep")
     bad_step["Instances"][0]["intermediate_steps"][0] = ["getRandomAxolotlImage"]
-    unparseable = json.loads(json.dumps(toolsets[0]))
+    bad_step["Instances"][4] = "not an instance"
+    unparseable = _copy(toolsets[0], "Unparseable")
     unparseable["Function_Description"]["getAxolotlFacts"] = "Facts.\nParameters: {not json}\nOutput: x"
+    empty = _copy(toolsets[0], "Empty")
+    empty["Instances"] = []
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps([toolsets[1], bad_json, no_fd, bad_step, unparseable], indent=1), encoding="utf-8")
+    rows = [toolsets[1], bad_json, no_fd, bad_step, unparseable, empty]
+    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     summary, recs, rejects = _convert(tmp_path, [path], "toolalpaca")
-    assert (summary.read, summary.converted) == (5, 10 + 10)
+    # Améthyste 10 (+2 generation errors), BadJson 9 of 10, BadStep 8 of 10, Unparseable 10
+    assert (summary.read, summary.converted, summary.num_rejected) == (6, 10 + 9 + 8 + 10, 7)
     assert [(r["position"], r["reason"]) for r in rejects] == [
-        ("record 1", "invalid_json_field"),
+        ("record 0 item 1", "generation_error"),
+        ("record 0 item 8", "generation_error"),
+        ("record 1 item 2", "invalid_json_field"),
         ("record 2", "missing_key"),
-        ("record 3", "bad_step"),
+        ("record 3 item 0", "bad_step"),
+        ("record 3 item 4", "not_an_object"),
+        ("record 5", "no_instances"),
     ]
-    assert "instance 2" in rejects[0]["message"] and "step 0" in rejects[0]["message"]
+    assert rejects[2]["message"].startswith("toolset 'BadJson' instance 2: 'step 0 action input' is not valid JSON")
+    assert rejects[4]["message"] == (
+        "toolset 'BadStep' instance 0: step 0 is not [[action, input, thought], observation]"
+    )
+    assert rejects[6]["message"] == "toolset 'Empty' has an empty Instances list"
+    by_set: dict[str, list[int]] = {}
+    for r in recs:
+        by_set.setdefault(r["meta"]["toolset"], []).append(r["meta"]["instance"])
+    assert by_set["BadJson"] == [0, 1, 3, 4, 5, 6, 7, 8, 9]  # siblings of the bad instance 2 are kept
+    assert by_set["BadStep"] == [1, 2, 3, 5, 6, 7, 8, 9]
+    assert by_set["Unparseable"] == list(range(10))
+    kept = next(r for r in recs if r["unique_trajectory_id"].endswith("---BadJson---3"))
+    assert kept["conversation"][0]["content"] == toolsets[0]["Instances"][3]["input"]
     facts = next(t for t in recs[-1]["tools"] if t["name"] == "getAxolotlFacts")
     assert facts["parameters"] == {"type": "object"}  # free-form when the Parameters text does not parse
 

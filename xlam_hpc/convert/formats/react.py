@@ -21,8 +21,10 @@ the thought becomes the content of the next assistant turn and the env's "OK." r
 `finish[x]`/`Finish[x]` (and the `Answer:` of CoT/direct prompts) becomes the final assistant turn
 `"<thought>\n\nFinal answer: x"`. Examples without actions (CoT / direct-answer prompts) are converted
 to that single final turn with no tools (meta["method"] = "cot" / "direct"); act-only prompts give calls
-without thoughts (method "act"). Unparseable text rejects the whole raw record (a prompt document
-counts as one record), naming the prompt/example.
+without thoughts (method "act"). A prompt document and an eval log each hold several trajectories: an
+example/entry that does not parse is rejected alone as '<position> item k' (k counts the document's
+examples across its prompts, or the log's entries, in file order; the message names the prompt and
+example, or the entry key) and the others are kept. Elsewhere unparseable text rejects the raw record.
 """
 
 from __future__ import annotations
@@ -235,7 +237,7 @@ class ReAct(Converter):
             return 0.9
         return 0.0
 
-    def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
+    def convert(self, raw: RawRecord) -> Iterable[Trajectory | Reject]:
         obj = raw.obj
         if not isinstance(obj, Mapping):
             raise Reject("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -250,8 +252,10 @@ class ReAct(Converter):
             b = _labelled(_pieces(output), "google", f"{user}\n{extra}" if extra else user, "output")
             return [self._emit(raw, fireact, b, None, {})]
         if obj and all(isinstance(v, Mapping) for v in obj.values()):
-            return [self._eval_log(raw, key, value, fireact) for key, value in obj.items()]
-        return [t for name, text in obj.items() for t in self._prompt(raw, str(name), text)]
+            items = (self._eval_log(raw, key, value, fireact) for key, value in obj.items())
+        else:
+            items = (t for name, text in obj.items() for t in self._prompt(raw, str(name), text))
+        return [_numbered(k, t) for k, t in enumerate(items)]
 
     def _emit(self, raw: RawRecord, env: str, b: _Builder, native: Any, meta: dict) -> Trajectory:
         source = self.source_override or env
@@ -297,15 +301,15 @@ class ReAct(Converter):
                 raise Reject("unexpected_message", f"message {i}: {role} message that is not an observation")
         return self._emit(raw, env, b, native, meta)
 
-    def _eval_log(self, raw: RawRecord, key: str, value: Mapping[str, Any], env: str) -> Trajectory:
+    def _eval_log(self, raw: RawRecord, key: str, value: Mapping[str, Any], env: str) -> Trajectory | Reject:
         meta = {k: value.get(k) for k in ("em", "f1", "gt", "pred") if k in value}
         traj = value.get("traj")
         if not isinstance(traj, list):
-            raise Reject("missing_key", f"entry {key!r}: no 'traj' list")
+            return Reject("missing_key", f"entry {key!r}: no 'traj' list")
         try:
             return self._messages(raw, traj, env, key, {"original_id": key, **meta})
         except Reject as exc:
-            raise Reject(exc.reason, f"entry {key!r}: {exc}") from None
+            return Reject(exc.reason, f"entry {key!r}: {exc}")
 
     def _webshop_log(self, raw: RawRecord, obj: Mapping[str, Any]) -> Trajectory:
         log, native = require(obj, "printed_log", str), obj.get("episode_index")
@@ -324,28 +328,42 @@ class ReAct(Converter):
         meta["score"] = 5.0 * meta["reward"]
         return self._emit(raw, "webshop-react", b, native, meta)
 
-    def _prompt(self, raw: RawRecord, name: str, text: Any) -> list[Trajectory]:
+    def _prompt(self, raw: RawRecord, name: str, text: Any) -> list[Trajectory | Reject]:
+        """The prompt's examples; a prompt that yields no example at all counts as one rejected item."""
         if not isinstance(text, str):
-            raise Reject("wrong_type", f"prompt {name!r} should be a string, got {type(text).__name__}")
+            return [Reject("wrong_type", f"prompt {name!r} should be a string, got {type(text).__name__}")]
         env, header = _prompt_env(text), ""
         examples = [text]
         if env in ("hotpotqa-react", "fever-react"):  # few-shot: one example per Question/Claim
             header, *examples = re.split(r"^(?=Question:|Claim:)", text.strip("\n"), flags=re.M)
             if not examples:
-                raise Reject("no_examples", f"prompt {name!r}: no 'Question:'/'Claim:' example")
-        out = []
+                return [Reject("no_examples", f"prompt {name!r}: no 'Question:'/'Claim:' example")]
+        out: list[Trajectory | Reject] = []
         for k, example in enumerate(examples):
-            where = f"prompt {name!r} example {k}"
-            if env == "alfworld-react":
-                b = _alfworld(example, where)
-            else:
-                pieces = _pieces(example)
-                first = pieces.pop(0) if pieces and pieces[0][0] in ("Question", "Claim", "Text") else ["Text", ""]
-                if env == "webshop-react":  # the first page (instruction) is the user turn
-                    while pieces and pieces[0][0] not in ("Action", "Thought"):
-                        first[1] += "\n" + pieces.pop(0)[1]
-                user = first[1] if first[0] == "Text" else f"{first[0]}: {first[1]}"
-                b = _labelled(pieces, _ENVS[env], user, where)
-            meta = {"prompt": name, "example": k, "instruction": header.strip()}
-            out.append(self._emit(raw, env, b, f"{name}-{k}", meta))
+            try:
+                out.append(self._example(raw, env, name, k, example=example, header=header))
+            except Reject as exc:
+                out.append(exc)
         return out
+
+    def _example(self, raw: RawRecord, env: str, name: str, k: int, *, example: str, header: str) -> Trajectory:
+        where = f"prompt {name!r} example {k}"
+        if env == "alfworld-react":
+            b = _alfworld(example, where)
+        else:
+            pieces = _pieces(example)
+            first = pieces.pop(0) if pieces and pieces[0][0] in ("Question", "Claim", "Text") else ["Text", ""]
+            if env == "webshop-react":  # the first page (instruction) is the user turn
+                while pieces and pieces[0][0] not in ("Action", "Thought"):
+                    first[1] += "\n" + pieces.pop(0)[1]
+            user = first[1] if first[0] == "Text" else f"{first[0]}: {first[1]}"
+            b = _labelled(pieces, _ENVS[env], user, where)
+        meta = {"prompt": name, "example": k, "instruction": header.strip()}
+        return self._emit(raw, env, b, f"{name}-{k}", meta)
+
+
+def _numbered(k: int, rec: Trajectory | Reject) -> Trajectory | Reject:
+    """A document's k-th item; a Reject gets `item=k` so the pipeline keeps the document's other items."""
+    if isinstance(rec, Reject):
+        rec.item = k
+    return rec

@@ -7,10 +7,11 @@ Layout: a JSON array, one toolset (API) per element:
 Each instance becomes one trajectory: user `input`; per step an assistant turn (content = the thought,
 i.e. the 3rd element before "ASSISTANT Action:") with one call, then the tool turn (observation); the
 final assistant turn is `output` only — `Final Thought` is kept in meta["final_thought"], because
-`output` is the user-facing answer. Instances that the generator itself marked failed
-(`{"error": ...}`, no steps) are skipped: the pipeline cannot reject part of a record, and meta["instance"]
-keeps the original index so the gaps stay visible. A toolset without `Instances` (the evaluation file)
-is rejected as `no_instances`.
+`output` is the user-facing answer. An instance that the generator itself marked failed (`{"error": ...}`,
+no steps) is rejected alone as `generation_error` ('record N item i', i = the instance index, also kept in
+meta["instance"]); so is a malformed instance (bad step, invalid action input), and the toolset's other
+instances are kept. A toolset without `Instances` (the evaluation file) or with an empty list is
+rejected as `no_instances`.
 
 Tools: the `Parameters:` JSON of each function is parsed into JSON-schema properties
 (`"Required. integer. The id."` → `{"type": "integer", "description": "The id."}` + required;
@@ -125,24 +126,30 @@ class ToolAlpaca(Converter):
             return 0.95 if "Instances" in obj or "Instructions" in obj else 0.7
         return 0.0
 
-    def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
+    def convert(self, raw: RawRecord) -> Iterable[Trajectory | Reject]:
         obj = raw.obj
         descs = require(obj, "Function_Description", dict)
         name = str(obj.get("Name") or raw.index)
         if "Instances" not in obj:
             raise Reject("no_instances", f"toolset {name!r} has no Instances (evaluation data without trajectories)")
         instances = require(obj, "Instances", list)
+        if not instances:
+            raise Reject("no_instances", f"toolset {name!r} has an empty Instances list")
         tools = [_tool(fn, str(text)) for fn, text in descs.items() if fn != "components"]
         components = str(descs.get("components") or "").strip()
         source = self.source_for(raw)
-        out = []
+        out: list[Trajectory | Reject] = []
         for i, inst in enumerate(instances):
+            where = f"toolset {name!r} instance {i}"
             if isinstance(inst, Mapping) and "intermediate_steps" not in inst and "error" in inst:
-                continue  # generation failed upstream (see module docstring)
+                error = str(inst["error"])[:200]
+                out.append(Reject("generation_error", f"{where}: generation failed upstream: {error}", item=i))
+                continue
             try:
                 turns, final_thought = self._instance(inst)
             except Reject as exc:
-                raise Reject(exc.reason, f"toolset {name!r} instance {i}: {exc}") from None
+                out.append(Reject(exc.reason, f"{where}: {exc}", item=i))
+                continue
             meta = {
                 "toolset": name,
                 "category": obj.get("Category"),
@@ -159,8 +166,6 @@ class ToolAlpaca(Converter):
                     meta=meta,
                 )
             )
-        if instances and not out:
-            raise Reject("no_valid_instances", f"toolset {name!r}: every instance failed upstream ('error')")
         return out
 
     @staticmethod
