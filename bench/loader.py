@@ -76,19 +76,32 @@ def tokenizer_only(loader, tokenizer, positions: range) -> float:
     return sum(len(e.ids) for e in encs) / (time.perf_counter() - t)
 
 
+def _tar_records(paths: list[str]):
+    """Every .json member of the given tars, as text (Arrow cannot infer one schema for agent records)."""
+    import tarfile
+
+    for path in paths:
+        with tarfile.open(path) as tar:
+            for member in tar:
+                if member.name.endswith(".json"):
+                    yield {"json": tar.extractfile(member).read().decode()}
+
+
 def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: dict[str, float]) -> float:
-    """interleave_datasets over per-source webdataset streams, apply_chat_template, pad to seq_length."""
-    from datasets import interleave_datasets, load_dataset
+    """xLAM's recipe: interleave_datasets(probabilities) over per-source streams of the same tar shards,
+    the chat template per sample, padding to seq_length."""
+    from datasets import IterableDataset, interleave_datasets
 
     from xlam_hpc.collate import BUILTIN_TEMPLATE
     from xlam_hpc.collate.template import to_hf_messages
     from xlam_hpc.schema import decode_record
 
     tokenizer.chat_template = BUILTIN_TEMPLATE
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     names = sorted(weights)
     streams = [
-        load_dataset(
-            "webdataset", data_files=sorted(glob.glob(str(shards / f"{n}-*.tar"))), split="train", streaming=True
+        IterableDataset.from_generator(
+            _tar_records, gen_kwargs={"paths": sorted(glob.glob(str(shards / f"{n}-*.tar")))}
         )
         for n in names
     ]
@@ -97,7 +110,7 @@ def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: 
     )
     t, useful = time.perf_counter(), 0
     for seen, row in enumerate(mixed, start=1):
-        rec = decode_record(json.dumps(row["json"]))
+        rec = decode_record(row["json"])
         tools = [
             {"type": "function", "function": {"name": x.name, "description": x.description, "parameters": x.parameters}}
             for x in rec.tools

@@ -126,6 +126,13 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from xlam_hpc.recipe import load_recipe
+    from xlam_hpc.train.loop import run_training
+
+    return run_training(load_recipe(args.recipe, args.overrides))
+
+
 def _cmd_formats(args: argparse.Namespace) -> int:
     from xlam_hpc.convert import CONVERTERS
 
@@ -190,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-out", help="final state file (default TRACE.state.json)")
     p.add_argument("--force", action="store_true", help="accept a state made with another data stream")
     p.set_defaults(handler=_cmd_stream)
+
+    p = sub.add_parser("train", help="train (SFT/DPO) as one rank; launch ranks with torchrun, srun or `submit`")
+    p.add_argument("recipe", metavar="RECIPE.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. train.lr=1e-5")
+    p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("formats", help="list the input formats of `convert`")
     p.set_defaults(handler=_cmd_formats)

@@ -11,6 +11,7 @@ raw DataLoader's own state_dict works too (same world size and workers only).
 from __future__ import annotations
 
 import functools
+import os
 from collections import Counter
 from typing import Any
 
@@ -23,7 +24,7 @@ from xlam_hpc.stream.catalog import Catalog, GlobalOrder, open_catalog
 from xlam_hpc.stream.config import StreamConfig
 from xlam_hpc.stream.dataset import StepDataset
 from xlam_hpc.stream.partition import per_rank_batch
-from xlam_hpc.stream.seeding import seed_worker
+from xlam_hpc.stream.seeding import seed_worker, worker_generator
 
 __all__ = ["STATE_VERSION", "XlamLoader", "build_loader"]
 
@@ -31,6 +32,10 @@ STATE_VERSION = 1
 
 
 def _init_worker(seed: int, rank: int, worker_id: int) -> None:
+    # A forked child inherits the parent's Rust thread pool without its threads: with
+    # TOKENIZERS_PARALLELISM=true, the first batch encode would hang. Workers are the parallelism here,
+    # so each tokenizes on one thread (tokenizers reads the variable on every call).
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     seed_worker(seed, rank, worker_id)
 
 
@@ -87,7 +92,12 @@ class XlamLoader:
         )
 
     def dataloader(self, start_position: int) -> StatefulDataLoader:
+        import torch
+
         workers = self.cfg.num_workers
+        # A DataLoader iterator draws its base seed from `generator`, by default the *global* torch RNG:
+        # creating one after a resume would shift every later dropout mask. Give it a private one.
+        private = torch.Generator().manual_seed(int(worker_generator(self.seed, self.rank, 0, 0).integers(2**62)))
         return StatefulDataLoader(
             self.dataset(start_position),
             batch_size=None,
@@ -97,6 +107,7 @@ class XlamLoader:
             persistent_workers=False,
             worker_init_fn=functools.partial(_init_worker, self.seed, self.rank) if workers else None,
             multiprocessing_context="fork" if workers else None,
+            generator=private,
         )
 
     def __iter__(self) -> XlamLoader:

@@ -65,7 +65,7 @@ def run_probe(
         stack.callback(loader.close)
         out = stack.enter_context(Path(trace).open("a", encoding="utf-8")) if trace else None
         for _ in range(steps):
-            step = loader.steps
+            step = loader.steps + 1  # 1-based, like the trainer's optimizer steps
             batch = next(loader)
             if out:
                 out.write(json.dumps(trace_record(step, batch)) + "\n")

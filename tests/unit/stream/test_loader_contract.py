@@ -181,3 +181,13 @@ def test_missing_shard_is_named_or_skipped(shard_dir, tokenizer, tmp_path):
                 tokenizer,
             ).state_dict()
         )
+
+
+@pytest.mark.timeout(120)
+def test_workers_survive_tokenizers_parallelism_in_the_parent(shard_dir, tokenizer, monkeypatch):
+    # The parent's Rust thread pool is live and TOKENIZERS_PARALLELISM=true: a naive fork would hang.
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    tokenizer.backend_tokenizer.encode_batch(["warm up the thread pool"] * 256)
+    loader = _loader(shard_dir, tokenizer, num_workers=2)
+    assert _take(loader, 3) == _take(_loader(shard_dir, tokenizer), 3)
+    loader.close()

@@ -1,0 +1,236 @@
+"""`xlam-hpc train`: the per-rank training process (SFT or DPO, full or LoRA, DeepSpeed ZeRO-2/3).
+
+Why our own loop instead of HF Trainer/TRL trainers: they re-prepare the dataset (and replay skipped
+batches on resume), save non-atomically without loader/RNG state, and TRL's SFTTrainer costs ~2.6x a
+plain loop per step here (entropy/accuracy heads). We keep their models (transformers), adapters (peft)
+and losses (TRL), and DeepSpeed's engine for ZeRO, and own only: data (our loader), the step, the
+checkpoint protocol and signals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from xlam_hpc.errors import ConfigError
+from xlam_hpc.launch.env import detect
+from xlam_hpc.logs import setup_logging
+from xlam_hpc.recipe import Recipe
+from xlam_hpc.train.checkpoint import CheckpointManager
+from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
+
+__all__ = ["FINISHED", "lr_lambda", "run_training"]
+
+log = logging.getLogger("xlam_hpc.train")
+FINISHED = "FINISHED"
+"""Marker written when max_steps is reached: a spurious restart of the job exits at once."""
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Multiplier of the base learning rate at a step (linear warmup, then constant/linear/cosine decay)."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "linear":
+            return 1.0 - progress
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return f
+
+
+def _write_config(recipe: Recipe, out: Path) -> None:
+    from xlam_hpc.config import save_yaml
+
+    data = recipe.to_dict()
+    data["fingerprint"] = recipe.fingerprint()
+    save_yaml(data, out / "config.yaml")
+
+
+class _Run:
+    """State of one training process (built in order by run_training)."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.out = Path(recipe.output_dir)
+        self.dist = detect(port_base=recipe.launch.master_port_base)
+        setup_logging(self.dist.rank)
+
+    # -- setup ------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        import torch
+
+        from xlam_hpc.collate import load_tokenizer
+        from xlam_hpc.train.runtime import device_for, init_process_group
+
+        r = self.recipe
+        self.device = device_for(self.dist)
+        self.coll = init_process_group(self.dist, timeout_s=max(600.0, r.train.grace_period_s * 4))
+        self.ckpt = CheckpointManager(self.out, self.coll, keep_last=r.train.keep_last, fingerprint=r.fingerprint())
+        self.tokenizer = load_tokenizer(r.tokenizer)
+        torch.manual_seed(r.seed)  # identical initial weights on every rank
+        self.model = self._model()
+        self.engine = self._engine()
+        self.task = self._task()
+
+    def _model(self) -> Any:
+        from xlam_hpc.train.model import add_lora, build_model
+
+        r = self.recipe
+        model = build_model(r.model, self.tokenizer)
+        if r.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if r.task == "dpo" and r.train.lora is None:
+            import copy
+
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+        else:
+            self.reference = None  # LoRA: adapters disabled = the reference
+        if r.train.lora is not None:
+            model = add_lora(model, r.train.lora)
+        return model
+
+    def _engine(self) -> Any:
+        import deepspeed
+        import torch
+
+        from xlam_hpc.stream.partition import per_rank_batch
+        from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
+
+        r, t = self.recipe, self.recipe.train
+        self.precision = resolve_precision(t.precision)
+        ds = deepspeed_config(
+            t.deepspeed,
+            per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
+            world_size=self.dist.world_size,
+            grad_clip=t.grad_clip,
+            precision=self.precision,
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, t.warmup_steps, t.max_steps))
+        engine, *_ = deepspeed.initialize(
+            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds, model_parameters=params
+        )
+        return engine
+
+    def _task(self) -> Any:
+        from xlam_hpc.train.runtime import all_reduce
+        from xlam_hpc.train.tasks import DpoTask, SftTask
+
+        def reduce_sum(v: int) -> int:
+            return int(all_reduce(int(v), "sum", self.coll.device))
+
+        if self.recipe.task == "dpo":
+            return DpoTask(self.recipe.train.dpo, self.reference, reduce_sum, self.dist.world_size)
+        return SftTask(reduce_sum, self.dist.world_size)
+
+    def loader(self) -> Any:
+        from xlam_hpc.stream import build_loader
+
+        r = self.recipe
+        return build_loader(
+            r.data,
+            r.collate,
+            self.tokenizer,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+            seed=r.seed,
+            task=r.task,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def resume(self, loader: Any) -> int:
+        """Restore the newest valid checkpoint (if any and allowed); the step to continue from."""
+        import torch
+
+        from xlam_hpc.stream import set_rng_state
+
+        r = self.recipe
+        self.ckpt.clean_stale()
+        self.coll.barrier()
+        found = self.ckpt.find_resumable() if r.resume != "never" else None
+        if found is None:
+            if r.resume == "never" and self.ckpt.checkpoints():
+                raise ConfigError(f"{self.out} already holds checkpoints and resume is 'never'")
+            return 0
+        path, manifest = found
+        self.ckpt.check_fingerprint(manifest, force=r.resume == "force")
+        if manifest["world_size"] != self.dist.world_size:
+            raise ConfigError(
+                f"{path.name} was saved by {manifest['world_size']} ranks, this job has {self.dist.world_size}: "
+                "DeepSpeed optimizer partitions need the same world size"
+            )
+        started = time.monotonic()
+        self.engine.load_checkpoint(
+            str(path),
+            tag="ds",
+            load_optimizer_states=True,
+            load_lr_scheduler_states=True,
+            load_module_strict=r.train.lora is None,
+        )
+        rank = self.dist.rank
+        loader.load_state_dict(
+            json.loads((path / f"loader-rank{rank}.json").read_text()), allow_fingerprint_mismatch=r.resume == "force"
+        )
+        set_rng_state(torch.load(path / f"rng-rank{rank}.pt", weights_only=True))
+        log.info("resumed from %s (step %d) in %.2f s", path.name, manifest["step"], time.monotonic() - started)
+        return int(manifest["step"])
+
+    def save(self, step: int, loader: Any) -> float:
+        import torch
+
+        from xlam_hpc.stream import rng_state
+
+        rank = self.dist.rank
+        lora = self.recipe.train.lora is not None
+
+        def write(tmp: Path) -> None:
+            rng = rng_state()  # before DeepSpeed runs: saving must not change what the next step draws
+            self.engine.save_checkpoint(
+                str(tmp), tag="ds", client_state={"step": step}, save_latest=False, exclude_frozen_parameters=lora
+            )
+            (tmp / f"loader-rank{rank}.json").write_text(json.dumps(loader.state_dict()))
+            torch.save(rng, tmp / f"rng-rank{rank}.pt")
+
+        started = time.monotonic()
+        self.ckpt.save(step, write, extra={"task": self.recipe.task, "lora": lora})
+        return time.monotonic() - started
+
+
+def run_training(recipe: Recipe) -> int:
+    """Train until max_steps (exit 0) or a stop signal (save, exit REQUEUE_EXIT_CODE)."""
+    from xlam_hpc.train.stepper import train_steps
+
+    run = _Run(recipe)
+    out = run.out
+    marker = out / FINISHED
+    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == recipe.fingerprint():
+        log.info("%s is finished (step %s); nothing to do", out, json.loads(marker.read_text()).get("step"))
+        return 0
+    stop = StopFlag().install()  # before the slow setup: a signal during start-up still leads to a clean exit
+    out.mkdir(parents=True, exist_ok=True)
+    run.setup()
+    if run.dist.rank == 0:
+        _write_config(recipe, out)
+    loader = run.loader()
+    step = run.resume(loader)
+    try:
+        code = train_steps(run, loader, step, stop)
+    finally:
+        loader.close()
+        stop.uninstall()
+    if code == 0 and run.dist.rank == 0:
+        marker.write_text(json.dumps({"step": recipe.train.max_steps, "fingerprint": recipe.fingerprint()}) + "\n")
+    run.coll.barrier()
+    return code
+
+
+__all__ += ["REQUEUE_EXIT_CODE"]

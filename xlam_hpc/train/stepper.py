@@ -1,0 +1,114 @@
+"""The step loop: forward/backward/step, trace, logs, collective stop check, periodic saves, final export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from xlam_hpc.stream.probe import trace_record
+from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
+
+__all__ = ["export_final", "train_steps"]
+
+log = logging.getLogger("xlam_hpc.train")
+
+
+def _tensorboard(out: Path, rank: int, step: int) -> Any:
+    if rank != 0:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"), purge_step=step)  # purge: no duplicate points after a resume
+
+
+def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
+    """Run from `step` to max_steps; returns 0, or REQUEUE_EXIT_CODE after a signal-triggered save."""
+    from xlam_hpc.train.runtime import all_reduce
+
+    r, t = run.recipe, run.recipe.train
+    rank, world, device = run.dist.rank, run.dist.world_size, run.coll.device
+    trace = None
+    if t.trace_samples:
+        (run.out / "trace").mkdir(exist_ok=True)
+        trace = (run.out / "trace" / f"rank{rank}.jsonl").open("a", encoding="utf-8")
+    tb = _tensorboard(run.out, rank, step)
+    run.engine.train()
+    window_tokens, window_start = 0, time.monotonic()
+    try:
+        while step < t.max_steps:
+            batch = next(loader)
+            loss, metrics = run.task.loss(run.engine, batch)
+            run.engine.backward(loss)
+            run.engine.step()
+            step += 1
+            local_loss = float(loss.detach())
+            if trace is not None:
+                trace.write(json.dumps(trace_record(step, batch, loss=local_loss)) + "\n")
+                trace.flush()
+            window_tokens += batch["num_tokens"]
+            if step % t.log_interval == 0 or step == t.max_steps:
+                mean_loss = all_reduce(local_loss, "sum", device) / world
+                tokens = all_reduce(int(window_tokens), "sum", device)
+                rate = tokens / max(time.monotonic() - window_start, 1e-9)
+                lr = run.engine.get_lr()[0]
+                if rank == 0:
+                    log.info(
+                        "step %d/%d loss %.4f lr %.3g tokens/s %.0f pad %.3f %s",
+                        step,
+                        t.max_steps,
+                        mean_loss,
+                        lr,
+                        rate,
+                        batch["pad_fraction"],
+                        {**metrics, **loader.stats} or "",
+                    )
+                    if tb is not None:
+                        tb.add_scalar("train/loss", mean_loss, step)
+                        tb.add_scalar("train/lr", lr, step)
+                        tb.add_scalar("train/tokens_per_s", rate, step)
+                window_tokens, window_start = 0, time.monotonic()
+            halt = stop.should_stop(lambda v: all_reduce(int(v), "max", device))
+            if halt or step % t.save_interval == 0 or step == t.max_steps:
+                seconds = run.save(step, loader)
+                if halt:
+                    waited = time.monotonic() - (stop.received_at or time.monotonic())
+                    log.warning(
+                        "%s: saved checkpoint-%d %.2f s after the signal (save %.2f s, grace budget %.0f s)%s",
+                        stop.name,
+                        step,
+                        waited,
+                        seconds,
+                        t.grace_period_s,
+                        "; OVER BUDGET" if waited > t.grace_period_s else "",
+                    )
+                    return REQUEUE_EXIT_CODE
+        export_final(run)
+        return 0
+    finally:
+        if trace is not None:
+            trace.close()
+        if tb is not None:
+            tb.close()
+
+
+def export_final(run: Any) -> None:
+    """output_dir/final: the model (or LoRA adapter) and the tokenizer with the chat template used in training."""
+    import deepspeed
+
+    from xlam_hpc.collate import BUILTIN_TEMPLATE
+
+    final = run.out / "final"
+    module = run.engine.module
+    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+        if run.dist.rank == 0:
+            final.mkdir(exist_ok=True)
+            module.save_pretrained(final, safe_serialization=True)
+    if run.dist.rank == 0:
+        tok = run.tokenizer
+        if run.recipe.collate.chat_template == "builtin":
+            tok.chat_template = BUILTIN_TEMPLATE
+        tok.save_pretrained(final)
+        log.info("final model written to %s", final)
