@@ -76,7 +76,13 @@ class SampleEncoder:
     def __init__(self, tokenizer: Any, cfg: CollateConfig) -> None:
         self.cfg = cfg
         self.renderer = make_renderer(cfg.chat_template, tokenizer)
-        self.backend = tokenizer.backend_tokenizer
+        # Our own copy of the Rust tokenizer: HF's __call__ leaves padding/truncation switched on in the shared
+        # backend (e.g. after `tokenizer(x, padding="max_length")`), which would silently pad our ids.
+        from tokenizers import Tokenizer
+
+        self.backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self.backend.no_padding()
+        self.backend.no_truncation()
         self.stats: Counter[str] = Counter()
 
     # -- tokenization ---------------------------------------------------------------------------

@@ -84,6 +84,9 @@ def load_tokenizer(spec: str) -> Any:
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """Hash of everything that changes token ids: the vocabulary/merges/normalizer and special tokens."""
-    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None)  # call-time settings, not part of the vocabulary
+    spec.pop("padding", None)
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     h.update(json.dumps([tokenizer.bos_token, tokenizer.eos_token, tokenizer.pad_token]).encode())
     return h.hexdigest()[:16]

@@ -99,7 +99,7 @@ def deepspeed_config(
     }
     for key, value in want.items():
         given = cfg.get(key, "auto")
-        if given != "auto" and given != value:
+        if given not in ("auto", value):
             raise ConfigError(
                 f"{where}: {key}={given} disagrees with the recipe (data.global_batch_size / world size {world_size} "
                 f'gives {key}={value}); set it to "auto"'

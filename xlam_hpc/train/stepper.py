@@ -28,7 +28,7 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     """Run from `step` to max_steps; returns 0, or REQUEUE_EXIT_CODE after a signal-triggered save."""
     from xlam_hpc.train.runtime import all_reduce
 
-    r, t = run.recipe, run.recipe.train
+    t = run.recipe.train
     rank, world, device = run.dist.rank, run.dist.world_size, run.coll.device
     trace = None
     if t.trace_samples:

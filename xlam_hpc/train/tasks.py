@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from xlam_hpc.train.config import DpoConfig
 
@@ -63,6 +63,7 @@ def dpo_loss(
     policy_rejected: torch.Tensor,
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
+    *,
     beta: float,
     loss_type: str,
     chosen_tokens: torch.Tensor | None = None,
@@ -115,7 +116,14 @@ class DpoTask:
         ref = self._reference_logps(engine, inputs, ids, labels)
         tokens = (labels[:, 1:] != -100).sum(dim=1).float()
         per_pair = dpo_loss(
-            policy[:n], policy[n:], ref[:n], ref[n:], self.cfg.beta, self.cfg.loss_type, tokens[:n], tokens[n:]
+            policy[:n],
+            policy[n:],
+            ref[:n],
+            ref[n:],
+            beta=self.cfg.beta,
+            loss_type=self.cfg.loss_type,
+            chosen_tokens=tokens[:n],
+            rejected_tokens=tokens[n:],
         )
         # sum / (global pairs / world): the mean over the global batch after DeepSpeed's gradient averaging
         loss = per_pair.sum() / (max(global_pairs, 1) / self.world_size)
