@@ -125,7 +125,9 @@ class DpoTask:
             chosen_tokens=tokens[:n],
             rejected_tokens=tokens[n:],
         )
-        # sum / (global pairs / world): the mean over the global batch after DeepSpeed's gradient averaging
-        loss = per_pair.sum() / (max(global_pairs, 1) / self.world_size)
+        # sum / (global pairs / world): the mean over the global batch after DeepSpeed's gradient averaging.
+        # `0 * logits.sum()` keeps the graph connected when every pair of this rank was dropped (overlong):
+        # all ranks must run the same backward for ZeRO's gradient reduction.
+        loss = per_pair.sum() / (max(global_pairs, 1) / self.world_size) + 0.0 * logits.sum()
         margins = ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:])).detach()
         return loss, {"pairs": global_pairs, "reward_margin": float(margins.mean()) if n else 0.0}
