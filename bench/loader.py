@@ -5,7 +5,8 @@
 Corpus: every SFT record the converters make from tests/data (real samples of 13 formats), copied with
 new ids up to --records, sharded twice (JSON only, and pre-tokenized).
 Measured:
-- on-the-fly loader tokens/s vs tokenizer-only tokens/s (Rust encode_batch of the same rendered texts);
+- on-the-fly loader tokens/s (0, 1, 2 workers) vs tokenizer-only tokens/s (Rust encode_batch of the same
+  rendered texts on all cores; the one-core serial rate is printed too);
 - pre-tokenized loader tokens/s vs on-the-fly;
 - useful (non-pad) tokens/s vs an xLAM-style pipeline: HF `datasets` webdataset streams of the same
   shards + `interleave_datasets(probabilities)` + chat template per sample + padding to seq_length;
@@ -65,15 +66,20 @@ def tokens_per_s(loader, steps: int) -> tuple[float, float]:
     return toks / (time.perf_counter() - t), 1 - statistics.fmean(pad)
 
 
-def tokenizer_only(loader, tokenizer, positions: range) -> float:
+def tokenizer_only(loader, tokenizer, positions: range) -> tuple[float, float]:
+    """(batched, serial) tokens/s of the Rust tokenizer alone on the rendered texts of those positions."""
     texts = []
     for p in positions:
         source, index = loader.order.sample_at(p)
         rec = loader.catalog.readers[source].record(source, index)
         texts.append(loader.encoder.renderer.render(rec.task_instruction, rec.tools, rec.conversation).text)
+    backend = tokenizer.backend_tokenizer
     t = time.perf_counter()
-    encs = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
-    return sum(len(e.ids) for e in encs) / (time.perf_counter() - t)
+    n = sum(len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False))
+    batched = n / (time.perf_counter() - t)
+    t = time.perf_counter()
+    n = sum(len(backend.encode(x, add_special_tokens=False).ids) for x in texts)
+    return batched, n / (time.perf_counter() - t)
 
 
 def _tar_records(paths: list[str]):
@@ -88,8 +94,9 @@ def _tar_records(paths: list[str]):
 
 
 def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: dict[str, float]) -> float:
-    """xLAM's recipe: interleave_datasets(probabilities) over per-source streams of the same tar shards,
-    the chat template per sample, padding to seq_length."""
+    """xLAM's recipe (actionstudio data pipeline): per-source `datasets` streams of the same tar shards,
+    interleave_datasets(probabilities), `.map` applying the chat template and tokenizing with padding to
+    seq_length, `.with_format("torch")`; useful = non-pad tokens delivered per second."""
     from datasets import IterableDataset, interleave_datasets
 
     from xlam_hpc.collate import BUILTIN_TEMPLATE
@@ -98,6 +105,23 @@ def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: 
 
     tokenizer.chat_template = BUILTIN_TEMPLATE
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+
+    def tokenize(row: dict) -> dict:
+        rec = decode_record(row["json"])
+        tools = [
+            {"type": "function", "function": {"name": x.name, "description": x.description, "parameters": x.parameters}}
+            for x in rec.tools
+        ]
+        return tokenizer.apply_chat_template(
+            to_hf_messages(rec.task_instruction, rec.conversation),
+            tools=tools or None,
+            tokenize=True,
+            return_dict=True,
+            padding="max_length",
+            truncation=True,
+            max_length=seq_length,
+        )
+
     names = sorted(weights)
     streams = [
         IterableDataset.from_generator(
@@ -108,44 +132,44 @@ def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: 
     mixed = interleave_datasets(
         streams, probabilities=[weights[n] for n in names], seed=0, stopping_strategy="all_exhausted"
     )
+    pipeline = mixed.map(tokenize, remove_columns=["json"]).with_format("torch")
     t, useful = time.perf_counter(), 0
-    for seen, row in enumerate(mixed, start=1):
-        rec = decode_record(row["json"])
-        tools = [
-            {"type": "function", "function": {"name": x.name, "description": x.description, "parameters": x.parameters}}
-            for x in rec.tools
-        ]
-        text = tokenizer.apply_chat_template(
-            to_hf_messages(rec.task_instruction, rec.conversation), tools=tools or None, tokenize=False
-        )
-        enc = tokenizer(text, padding="max_length", truncation=True, max_length=seq_length, add_special_tokens=False)
-        useful += sum(enc["attention_mask"])
+    for seen, row in enumerate(pipeline, start=1):
+        useful += int(row["attention_mask"].sum())
         if seen >= samples:
             break
     tokenizer.chat_template = None
     return useful / (time.perf_counter() - t)
 
 
-def resume_seconds(make, position: int, repeats: int = 5) -> float:
-    times = []
+def resume_seconds(make, positions: tuple[int, ...], repeats: int = 7) -> dict[int, float]:
+    """Median seconds of load_state_dict + first batch at each position; positions alternate in every
+    repeat so warm-up and machine noise fall on both alike."""
+    times: dict[int, list[float]] = {p: [] for p in positions}
     for _ in range(repeats):
-        loader = make()
-        state = loader.state_dict() | {
-            "samples_consumed": position,
-            "steps_consumed": position // loader.cfg.global_batch_size,
-        }
-        t = time.perf_counter()
-        loader.load_state_dict(state)
-        next(loader)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for position in positions:
+            loader = make()
+            state = loader.state_dict() | {
+                "samples_consumed": position,
+                "steps_consumed": position // loader.cfg.global_batch_size,
+            }
+            t = time.perf_counter()
+            loader.load_state_dict(state)
+            next(loader)
+            times[position].append(time.perf_counter() - t)
+    return {p: statistics.median(v) for p, v in times.items()}
+
+
+def packing_fraction(shards: Path, tokenizer, collate: CollateConfig, per_step: int, steps: int = 6) -> float:
+    loader = build_loader(StreamConfig(shards=[str(shards)], global_batch_size=per_step), collate, tokenizer, seed=0)
+    return 1 - statistics.fmean(next(loader)["pad_fraction"] for _ in range(steps))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=3000)
     ap.add_argument("--seq-length", type=int, default=4096)
-    ap.add_argument("--batch", type=int, default=128, help="samples per step (one rank): the packing window")
+    ap.add_argument("--batch", type=int, default=256, help="samples per step (one rank): the packing window")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--replay-samples", type=int, default=4096)
     args = ap.parse_args()
@@ -169,15 +193,19 @@ def main() -> None:
 
         fly = make()
         fly_tps, nonpad = tokens_per_s(fly, args.steps)
-        tok_tps = tokenizer_only(fly, tok, range(args.batch, args.batch * (args.steps + 1)))
-        fly1 = make(workers=1)
-        fly1_tps, _ = tokens_per_s(fly1, args.steps)
-        fly1.close()
+        tok_tps, tok_serial = tokenizer_only(fly, tok, range(args.batch, args.batch * (args.steps + 1)))
+        by_workers = {"workers_0": fly_tps}
+        for workers in (1, 2):
+            loader = make(workers=workers)
+            by_workers[f"workers_{workers}"] = tokens_per_s(loader, args.steps)[0]
+            loader.close()
         pre = make(stored)
         pre_tps, _ = tokens_per_s(pre, args.steps * 4)
         weights = {n: w for n, w in zip(fly.order.names, fly.order.plan.weights, strict=True)}
         xlam_tps = xlam_style(plain, tok, args.seq_length, args.batch * 3, weights)
-        at0, at100k = resume_seconds(make, 0), resume_seconds(make, 100_000)
+        resume = resume_seconds(make, (0, 100_000))
+        at0, at100k = resume[0], resume[100_000]
+        packing = {n: round(packing_fraction(stored, tok, collate, n), 4) for n in (64, 128, 256, 512)}
         replay = make()
         t = time.perf_counter()
         for _ in range(args.replay_samples // args.batch):
@@ -194,10 +222,10 @@ def main() -> None:
             "seq_length": args.seq_length,
             "samples_per_step": args.batch,
         },
-        "tokenizer_only_tokens_per_s": round(tok_tps),
-        "loader_tokens_per_s": {"workers_0": round(fly_tps), "workers_1": round(fly1_tps)},
-        "loader_vs_tokenizer_only": round(max(fly_tps, fly1_tps) / tok_tps, 3),
-        "loader_workers0_vs_tokenizer_only": round(fly_tps / tok_tps, 3),
+        "tokenizer_only_tokens_per_s": {"batched_all_cores": round(tok_tps), "serial_one_core": round(tok_serial)},
+        "loader_tokens_per_s": {k: round(v) for k, v in by_workers.items()},
+        "loader_vs_tokenizer_only": round(max(by_workers.values()) / tok_tps, 3),
+        "loader_by_workers_vs_tokenizer_only": {k: round(v / tok_tps, 3) for k, v in by_workers.items()},
         "pretokenized_tokens_per_s": round(pre_tps),
         "pretokenized_vs_on_the_fly": round(pre_tps / fly_tps, 2),
         "xlam_style_useful_tokens_per_s": round(xlam_tps),
@@ -209,6 +237,7 @@ def main() -> None:
             "replay_to_100k_estimate": round(replay_100k, 1),
         },
         "packing_non_pad_fraction": round(nonpad, 4),
+        "packing_non_pad_fraction_by_samples_per_step": packing,
         "state_bytes": state_bytes,
         "targets": {
             "loader_vs_tokenizer_only": ">= 0.9",

@@ -23,11 +23,23 @@ def _shards(root: Path, name: str, inputs: list[Path]) -> Path:
 def train_data(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("train-data")
     return {
-        "sft": _shards(root, "sft", [DATA / "llamafactory_sharegpt_glaive_toolcall" / "glaive_toolcall_en_demo.head20.json",
-                                     DATA / "xlam_fc" / "xlam_fc_sample.jsonl"]),
-        "dpo": _shards(root, "dpo", [DATA / "llamafactory_dpo_sharegpt" / "v1_dpo_demo.jsonl",
-                                     DATA / "dpo_trl" / "dpo_trl_sample.jsonl",
-                                     DATA / "llamafactory_dpo_sharegpt" / "dpo_en_demo.head10.json"]),
+        "sft": _shards(
+            root,
+            "sft",
+            [
+                DATA / "llamafactory_sharegpt_glaive_toolcall" / "glaive_toolcall_en_demo.head20.json",
+                DATA / "xlam_fc" / "xlam_fc_sample.jsonl",
+            ],
+        ),
+        "dpo": _shards(
+            root,
+            "dpo",
+            [
+                DATA / "llamafactory_dpo_sharegpt" / "v1_dpo_demo.jsonl",
+                DATA / "dpo_trl" / "dpo_trl_sample.jsonl",
+                DATA / "llamafactory_dpo_sharegpt" / "dpo_en_demo.head10.json",
+            ],
+        ),
     }
 
 

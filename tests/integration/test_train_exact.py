@@ -24,6 +24,8 @@ CASES = {
     "sft-zero2": {"task": "sft", "train": {"deepspeed": "zero2"}},
     "dpo-zero2": {"task": "dpo", "train": {"deepspeed": "zero2", "dpo": {"beta": 0.2}}},
     "lora-sft-zero3": {"task": "sft", "train": {"deepspeed": "zero3", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}},
+    # LoRA DPO: the reference is the base model with adapters disabled (same module, eval mode)
+    "lora-dpo-zero2": {"task": "dpo", "train": {"deepspeed": "zero2", "lora": {"r": 4, "alpha": 8}}},
 }
 
 

@@ -19,12 +19,30 @@ import psutil
 __all__ = ["effective_trace", "final_weights", "rank_pids", "torchrun_train", "wait_for_step"]
 
 
-def torchrun_train(recipe: str | Path, output_dir: str | Path, *overrides: str, nproc: int = 2,
-                   log: str | Path | None = None, env: dict[str, str] | None = None) -> subprocess.Popen:
+def torchrun_train(
+    recipe: str | Path,
+    output_dir: str | Path,
+    *overrides: str,
+    nproc: int = 2,
+    log: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """`torchrun --nproc_per_node N -m xlam_hpc train RECIPE output_dir=... OVERRIDES` in the background."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
-           "--master_port", str(_free_port()), "-m", "xlam_hpc", "train", str(recipe), f"output_dir={output_dir}",
-           *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(nproc),
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "xlam_hpc",
+        "train",
+        str(recipe),
+        f"output_dir={output_dir}",
+        *overrides,
+    ]
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
     return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
@@ -55,8 +73,9 @@ def rank_pids(launcher: subprocess.Popen, nproc: int, timeout: float = 120.0) ->
     raise TimeoutError(f"ranks of launcher {launcher.pid} did not appear")
 
 
-def wait_for_step(output_dir: str | Path, step: int, rank: int = 0, timeout: float = 300.0,
-                  launcher: subprocess.Popen | None = None) -> None:
+def wait_for_step(
+    output_dir: str | Path, step: int, rank: int = 0, timeout: float = 300.0, launcher: subprocess.Popen | None = None
+) -> None:
     """Block until rank `rank` has traced optimizer step `step`."""
     path = Path(output_dir) / "trace" / f"rank{rank}.jsonl"
     deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ from typing import Any
 
 from xlam_hpc.errors import ResumeError, XlamError
 
-__all__ = ["CheckpointError", "CheckpointManager", "Collectives", "fsync_dir", "verify_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointManager", "Collectives", "check_fingerprint", "fsync_dir", "verify_checkpoint"]
 
 log = logging.getLogger("xlam_hpc.checkpoint")
 MANIFEST = "manifest.json"
@@ -103,6 +103,15 @@ def verify_checkpoint(path: Path, coll: Collectives | None = None, *, hashes: bo
     return None
 
 
+def check_fingerprint(root: Path, manifest: dict[str, Any], fingerprint: str, *, force: bool) -> None:
+    """ResumeError when a checkpoint was made by another configuration (unless forced)."""
+    if manifest.get("fingerprint") != fingerprint and not force:
+        raise ResumeError(
+            f"{root} holds a checkpoint of another configuration (fingerprint {manifest.get('fingerprint')}, "
+            f"this recipe {fingerprint}); use another output_dir, or resume: force to continue anyway"
+        )
+
+
 class CheckpointManager:
     """Save/find/load checkpoints of one run in `output_dir` (see module docstring)."""
 
@@ -153,11 +162,7 @@ class CheckpointManager:
         return None
 
     def check_fingerprint(self, manifest: dict[str, Any], *, force: bool) -> None:
-        if manifest.get("fingerprint") != self.fingerprint and not force:
-            raise ResumeError(
-                f"{self.root} holds a checkpoint of another configuration (fingerprint {manifest.get('fingerprint')}, "
-                f"this recipe {self.fingerprint}); use another output_dir, or resume: force to continue anyway"
-            )
+        check_fingerprint(self.root, manifest, self.fingerprint, force=force)
 
     # -- save -------------------------------------------------------------------------------------
     def save(self, step: int, write_rank_files: Callable[[Path], None], extra: dict[str, Any] | None = None) -> Path:

@@ -20,7 +20,7 @@ from xlam_hpc.errors import ConfigError
 from xlam_hpc.launch.env import detect
 from xlam_hpc.logs import setup_logging
 from xlam_hpc.recipe import Recipe
-from xlam_hpc.train.checkpoint import CheckpointManager
+from xlam_hpc.train.checkpoint import CheckpointManager, check_fingerprint
 from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
 
 __all__ = ["FINISHED", "lr_lambda", "run_training"]
@@ -64,19 +64,43 @@ class _Run:
         setup_logging(self.dist.rank)
 
     # -- setup ------------------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Checks that need no process group: configuration errors surface in seconds, on every rank."""
+        from xlam_hpc.collate import load_tokenizer
+        from xlam_hpc.stream.partition import per_rank_batch
+        from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
+
+        r, t = self.recipe, self.recipe.train
+        self.precision = resolve_precision(t.precision)
+        self.ds_config = deepspeed_config(
+            t.deepspeed,
+            per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
+            world_size=self.dist.world_size,
+            grad_clip=t.grad_clip,
+            precision=self.precision,
+        )
+        latest = self.out / "latest"
+        if latest.exists() and r.resume != "force":  # cheap early look; the full verification comes later
+            try:
+                manifest = json.loads((self.out / latest.read_text().strip() / "manifest.json").read_text())
+            except (OSError, ValueError):
+                manifest = None
+            if manifest is not None:
+                check_fingerprint(self.out, manifest, r.fingerprint(), force=False)
+        self.tokenizer = load_tokenizer(r.tokenizer)
+
     def setup(self) -> None:
         import torch
 
-        from xlam_hpc.collate import load_tokenizer
         from xlam_hpc.train.runtime import device_for, init_process_group
 
         r = self.recipe
+        self.preflight()
+        torch.manual_seed(r.seed)  # identical initial weights on every rank
+        self.model = self._model()
         self.device = device_for(self.dist)
         self.coll = init_process_group(self.dist, timeout_s=max(600.0, r.train.grace_period_s * 4))
         self.ckpt = CheckpointManager(self.out, self.coll, keep_last=r.train.keep_last, fingerprint=r.fingerprint())
-        self.tokenizer = load_tokenizer(r.tokenizer)
-        torch.manual_seed(r.seed)  # identical initial weights on every rank
-        self.model = self._model()
         self.engine = self._engine()
         self.task = self._task()
 
@@ -90,7 +114,7 @@ class _Run:
         if r.task == "dpo" and r.train.lora is None:
             import copy
 
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False).to(self.device)
+            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
         else:
             self.reference = None  # LoRA: adapters disabled = the reference
         if r.train.lora is not None:
@@ -101,23 +125,16 @@ class _Run:
         import deepspeed
         import torch
 
-        from xlam_hpc.stream.partition import per_rank_batch
-        from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
-
-        r, t = self.recipe, self.recipe.train
-        self.precision = resolve_precision(t.precision)
-        ds = deepspeed_config(
-            t.deepspeed,
-            per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
-            world_size=self.dist.world_size,
-            grad_clip=t.grad_clip,
-            precision=self.precision,
-        )
+        t = self.recipe.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, t.warmup_steps, t.max_steps))
         engine, *_ = deepspeed.initialize(
-            model=self.model, optimizer=optimizer, lr_scheduler=scheduler, config=ds, model_parameters=params
+            model=self.model,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=self.ds_config,
+            model_parameters=params,
         )
         return engine
 
@@ -129,6 +146,8 @@ class _Run:
             return int(all_reduce(int(v), "sum", self.coll.device))
 
         if self.recipe.task == "dpo":
+            if self.reference is not None:
+                self.reference.to(self.device)
             return DpoTask(self.recipe.train.dpo, self.reference, reduce_sum, self.dist.world_size)
         return SftTask(reduce_sum, self.dist.world_size)
 

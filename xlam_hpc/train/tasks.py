@@ -24,6 +24,16 @@ from xlam_hpc.train.config import DpoConfig
 __all__ = ["DpoTask", "SftTask", "dpo_loss", "sequence_logps"]
 
 
+@contextlib.contextmanager
+def _eval(module: Any):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def _model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
     inputs = {"input_ids": batch["input_ids"].to(device), "use_cache": False}
     if "position_ids" in batch:
@@ -97,13 +107,12 @@ class DpoTask:
 
     def _reference_logps(self, engine: Any, inputs: dict[str, Any], ids: Any, labels: Any) -> torch.Tensor:
         with torch.no_grad():
-            if self.reference is None:  # LoRA: the base model is the reference
-                ctx = engine.module.disable_adapter()
-                model = engine.module
+            if self.reference is None:  # LoRA: the base model with adapters disabled is the reference
+                # eval(): the reference must not see (or draw RNG for) the policy's dropout
+                with engine.module.disable_adapter(), _eval(engine.module):
+                    logits = engine.module(**inputs).logits
             else:
-                ctx, model = contextlib.nullcontext(), self.reference
-            with ctx:
-                logits = model(**inputs).logits
+                logits = self.reference(**inputs).logits  # a frozen copy, kept in eval mode
         return sequence_logps(logits.float(), ids, labels)
 
     def loss(self, engine: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
