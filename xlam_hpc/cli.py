@@ -133,6 +133,97 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_training(load_recipe(args.recipe, args.overrides))
 
 
+def _recipe_for_launch(args: argparse.Namespace):
+    from xlam_hpc.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.cluster:
+        recipe.launch.cluster = args.cluster
+    return recipe
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from xlam_hpc.launch.submit import dry_run, submit_run
+
+    recipe = _recipe_for_launch(args)
+    if args.dry_run:
+        print(dry_run(recipe))
+        return 0
+    submit_run(recipe, cluster=recipe.launch.cluster, wait=args.wait, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from xlam_hpc.launch.status import wait_slurm
+    from xlam_hpc.launch.sweep import expand_grid, parse_grid, submit_sweep, summarize
+
+    recipe = _recipe_for_launch(args)
+    sweep_dir = Path(args.sweep_dir or recipe.output_dir).resolve()
+    overrides = [*args.overrides, f"launch.cluster={recipe.launch.cluster}"]
+    tasks = expand_grid(args.recipe, overrides, parse_grid(args.grid), sweep_dir)
+    print(
+        f"{len(tasks)} tasks: "
+        + "; ".join(f"task-{i:04d} " + " ".join(f"{k}={v}" for k, v in a.items()) for i, (a, _) in enumerate(tasks)),
+        file=sys.stderr,
+    )
+    if args.dry_run:
+        return 0
+    jobs = submit_sweep(
+        tasks,
+        sweep_dir,
+        cluster=recipe.launch.cluster,
+        max_parallel=args.max_parallel,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    if args.wait or recipe.launch.cluster == "local":
+        if recipe.launch.cluster == "local":
+            for job in jobs:
+                job.wait()
+        else:
+            wait_slurm([str(j.job_id) for j in jobs], sweep_dir, log=lambda m: print(m, file=sys.stderr))
+        _, md = summarize(sweep_dir)
+        print(md)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from xlam_hpc.launch.status import status_report
+    from xlam_hpc.launch.sweep import summarize
+
+    rows = status_report(args.directory)
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        task = f"task {r['task']:>3} " if "task" in r else ""
+        print(
+            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']} {r['requeues']} "
+            f"checkpoint {r['last_checkpoint_step']} loss {r['final_loss']}  {r['output_dir']}  logs {r['logs']}"
+        )
+    from pathlib import Path
+
+    if (Path(args.directory) / "sweep.json").exists():
+        summarize(args.directory)
+        print(f"summary: {Path(args.directory) / 'summary.md'}")
+    return 0
+
+
+def _cmd_requeue_decision(args: argparse.Namespace) -> int:
+    from xlam_hpc.launch.requeue import decide
+
+    d = decide(
+        args.output_dir,
+        args.exit_code,
+        max_timeouts=args.max_timeouts,
+        max_preemptions=args.max_preemptions,
+        max_failures=args.max_failures,
+    )
+    print(d.line())
+    return 0
+
+
 def _cmd_formats(args: argparse.Namespace) -> int:
     from xlam_hpc.convert import CONVERTERS
 
@@ -202,6 +293,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. train.lr=1e-5")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("submit", help="run a recipe with submitit: local (default) or Slurm, with requeue")
+    p.add_argument("recipe", metavar="RECIPE.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--cluster", choices=["local", "slurm"], help="default: the recipe's launch.cluster (local)")
+    p.add_argument("--wait", action="store_true", help="Slurm: wait until the job ends (local runs always wait)")
+    p.add_argument("--dry-run", action="store_true", help="print the sbatch script, submit nothing")
+    p.set_defaults(handler=_cmd_submit)
+
+    p = sub.add_parser("sweep", help="grid sweep as one Slurm array (or local jobs)")
+    p.add_argument("recipe", metavar="RECIPE.yaml")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. lr=1e-5,2e-5 lora.r=8,16")
+    p.add_argument("--max-parallel", type=int, help="at most K array tasks at once")
+    p.add_argument("--sweep-dir", help="default: the recipe's output_dir")
+    p.add_argument("--cluster", choices=["local", "slurm"])
+    p.add_argument("--wait", action="store_true", help="wait and print the summary table")
+    p.add_argument("--dry-run", action="store_true", help="list the tasks, submit nothing")
+    p.set_defaults(handler=_cmd_sweep)
+
+    p = sub.add_parser("status", help="state, restarts, last checkpoint and logs of a run or sweep directory")
+    p.add_argument("directory", nargs="?", default=".", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_cmd_status)
+
+    p = sub.add_parser("requeue-decision", help="(used by batch scripts) classify an exit and apply the budgets")
+    p.add_argument("output_dir", metavar="OUTPUT_DIR")
+    p.add_argument("--exit-code", type=int, required=True)
+    p.add_argument("--max-timeouts", type=int, default=10)
+    p.add_argument("--max-preemptions", type=int, default=10)
+    p.add_argument("--max-failures", type=int, default=2)
+    p.set_defaults(handler=_cmd_requeue_decision)
 
     p = sub.add_parser("formats", help="list the input formats of `convert`")
     p.set_defaults(handler=_cmd_formats)

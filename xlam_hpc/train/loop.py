@@ -18,6 +18,7 @@ from typing import Any
 
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.launch.env import detect
+from xlam_hpc.launch.lock import acquire_output_lock
 from xlam_hpc.logs import setup_logging
 from xlam_hpc.recipe import Recipe
 from xlam_hpc.train.checkpoint import CheckpointManager, check_fingerprint
@@ -62,6 +63,8 @@ class _Run:
         self.out = Path(recipe.output_dir)
         self.dist = detect(port_base=recipe.launch.master_port_base)
         setup_logging(self.dist.rank)
+        self.history: list[tuple[int, float]] = []  # (step, global mean loss) at each log step
+        self.rates: list[float] = []
 
     # -- setup ------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -71,6 +74,8 @@ class _Run:
         from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
 
         r, t = self.recipe, self.recipe.train
+        if self.dist.rank == 0:  # a second job on the same output_dir is refused here
+            self.lock = acquire_output_lock(self.out)
         self.precision = resolve_precision(t.precision)
         self.ds_config = deepspeed_config(
             t.deepspeed,

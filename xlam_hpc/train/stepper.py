@@ -51,8 +51,10 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
             window_tokens += batch["num_tokens"]
             if step % t.log_interval == 0 or step == t.max_steps:
                 mean_loss = all_reduce(local_loss, "sum", device) / world
+                run.history.append((step, mean_loss))
                 tokens = all_reduce(int(window_tokens), "sum", device)
                 rate = tokens / max(time.monotonic() - window_start, 1e-9)
+                run.rates.append(rate)
                 lr = run.engine.get_lr()[0]
                 if rank == 0:
                     log.info(
@@ -74,24 +76,52 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
             if halt or step % t.save_interval == 0 or step == t.max_steps:
                 seconds = run.save(step, loader)
                 if halt:
-                    waited = time.monotonic() - (stop.received_at or time.monotonic())
-                    log.warning(
-                        "%s: saved checkpoint-%d %.2f s after the signal (save %.2f s, grace budget %.0f s)%s",
-                        stop.name,
-                        step,
-                        waited,
-                        seconds,
-                        t.grace_period_s,
-                        "; OVER BUDGET" if waited > t.grace_period_s else "",
-                    )
+                    _report_stop(run, stop, step, seconds)
                     return REQUEUE_EXIT_CODE
         export_final(run)
+        if rank == 0:
+            _write_metrics(run, step)
         return 0
     finally:
         if trace is not None:
             trace.close()
         if tb is not None:
             tb.close()
+
+
+def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> None:
+    """Log the signal-to-checkpoint time on each signalled rank; rank 0 records why the job stopped."""
+    from xlam_hpc.launch.requeue import record_stop
+
+    t = run.recipe.train
+    names = [n for n in run.coll.all_gather_object(stop.name) if n != "none"]
+    if stop.signum is not None:
+        waited = time.monotonic() - (stop.received_at or time.monotonic())
+        log.warning(
+            "%s: saved checkpoint-%d %.2f s after the signal (save %.2f s, grace budget %.0f s)%s",
+            stop.name,
+            step,
+            waited,
+            seconds,
+            t.grace_period_s,
+            "; OVER BUDGET" if waited > t.grace_period_s else "",
+        )
+    if run.dist.rank == 0:
+        record_stop(run.out, names[0] if names else "unknown", step)
+
+
+def _write_metrics(run: Any, step: int) -> None:
+    """output_dir/metrics.json: what a sweep summary tabulates."""
+    last = [loss for _, loss in run.history[-10:]]
+    metrics = {
+        "step": step,
+        "final_loss": run.history[-1][1] if run.history else None,
+        "loss_last10_mean": sum(last) / len(last) if last else None,
+        "tokens_per_s_mean": sum(run.rates) / len(run.rates) if run.rates else None,
+        "task": run.recipe.task,
+        "fingerprint": run.recipe.fingerprint(),
+    }
+    (run.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
 
 
 def export_final(run: Any) -> None:

@@ -1,0 +1,186 @@
+"""`xlam-hpc submit`: one code path for the local executor (the default) and Slurm, through submitit.
+
+Slurm: the job is submitted and requeues itself from the batch script (see slurm.py). Local: this
+process supervises — when the ranks stop with "requeue me" or fail within budget, the same job is
+submitted again on the same output_dir (the trainer resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from xlam_hpc.config import save_yaml
+from xlam_hpc.errors import ConfigError
+from xlam_hpc.launch.job import TrainJob
+from xlam_hpc.launch.lock import LOCK_NAME, acquire_output_lock
+from xlam_hpc.launch.requeue import decide
+from xlam_hpc.launch.slurm import python_command, submitit_parameters
+from xlam_hpc.recipe import Recipe
+
+__all__ = ["dry_run", "make_executor", "submit_run"]
+
+_ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUE_HOLD", "RESIZING"}
+
+
+def _submissions(out: Path) -> list[dict[str, Any]]:
+    path = out / "launch" / "submissions.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _slurm_state(job_id: str) -> str | None:
+    try:
+        res = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = res.stdout.split()
+    return states[0] if states else None
+
+
+def _refuse_if_active(out: Path) -> None:
+    for sub in _submissions(out)[-1:]:
+        if sub["cluster"] == "slurm" and _slurm_state(sub["job_id"]) in _ACTIVE:
+            raise ConfigError(
+                f"{out} belongs to Slurm job {sub['job_id']}, which is still active; wait for it or "
+                "use another output_dir"
+            )
+    lock = out / LOCK_NAME
+    if lock.exists():
+        acquire_output_lock(out).close()  # raises when a running trainer holds it
+
+
+def make_executor(recipe: Recipe, cluster: str, folder: Path) -> Any:
+    import submitit
+
+    launch = recipe.launch
+    if cluster == "slurm":
+        for tool in ("sbatch", "srun", "squeue"):
+            if shutil.which(tool) is None:
+                raise ConfigError(
+                    f"--cluster slurm: '{tool}' not found on PATH (not a Slurm login node?); "
+                    "use --cluster local or run where Slurm is installed"
+                )
+    executor = submitit.AutoExecutor(
+        folder=folder / "%j", cluster=cluster, **{f"{cluster}_python": python_command(launch)}
+    )
+    executor.update_parameters(**submitit_parameters(launch, recipe.output_dir, cluster=cluster))
+    return executor
+
+
+def _payload(recipe: Recipe, out: Path) -> TrainJob:
+    (out / "launch").mkdir(parents=True, exist_ok=True)
+    path = out / "launch" / "recipe.yaml"
+    save_yaml(recipe.to_dict(), path)  # the job runs this file, never a pickled closure
+    return TrainJob(str(path.resolve()), threads_per_rank=recipe.launch.cpus_per_task)
+
+
+def _record(out: Path, job: Any, cluster: str, extra: dict[str, Any] | None = None) -> None:
+    row = {
+        "job_id": str(job.job_id),
+        "cluster": cluster,
+        "submitted": time.time(),
+        "logs": str(Path(job.paths.folder)),
+        **(extra or {}),
+    }
+    with (out / "launch" / "submissions.jsonl").open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _submit_once(executor: Any, payload: TrainJob) -> Any:
+    try:
+        return executor.submit(payload)
+    except subprocess.CalledProcessError as exc:  # sbatch refused: show its own message
+        detail = (exc.output or b"").decode(errors="replace").strip() if isinstance(exc.output, bytes) else exc.output
+        raise ConfigError(f"sbatch refused the job: {detail or exc}") from None
+
+
+def _local_exit_code(out: Path, fingerprint: str) -> int:
+    """What the ranks' exit status was, from the files they leave (local jobs report no codes)."""
+    finished = out / "FINISHED"
+    if finished.exists() and json.loads(finished.read_text()).get("fingerprint") == fingerprint:
+        return 0
+    if (out / "launch" / "last_stop.json").exists():
+        from xlam_hpc.train.signals import REQUEUE_EXIT_CODE
+
+        return REQUEUE_EXIT_CODE
+    return 1
+
+
+def submit_run(recipe: Recipe, *, cluster: str, wait: bool, log: Any = print) -> list[Any]:
+    """Submit; for local runs (or --wait) supervise until done. Returns the submitted submitit jobs."""
+    out = Path(recipe.output_dir).resolve()
+    recipe.output_dir = str(out)
+    _refuse_if_active(out)
+    payload = _payload(recipe, out)
+    executor = make_executor(recipe, cluster, out / "launch" / "submitit")
+    job = _submit_once(executor, payload)
+    _record(out, job, cluster)
+    log(f"submitted {cluster} job {job.job_id}: output {out}, logs {job.paths.folder}")
+    jobs = [job]
+    if cluster == "local":
+        jobs = _supervise_local(recipe, executor, payload, job, out=out, log=log)
+    elif wait:
+        from xlam_hpc.launch.status import wait_slurm
+
+        wait_slurm([str(job.job_id)], out, log=log)
+    return jobs
+
+
+def _supervise_local(recipe: Recipe, executor: Any, payload: TrainJob, job: Any, *, out: Path, log: Any) -> list[Any]:
+    launch, jobs = recipe.launch, [job]
+    while True:
+        job.wait()
+        code = _local_exit_code(out, recipe.fingerprint())
+        d = decide(
+            out,
+            code,
+            max_timeouts=launch.max_timeouts,
+            max_preemptions=launch.max_preemptions,
+            max_failures=launch.max_failures,
+            job_id=str(job.job_id),
+        )
+        log(f"local job {job.job_id}: {d.line()}")
+        if d.action != "requeue":
+            if d.action == "stop":
+                raise ConfigError(f"{out}: giving up after {d.reason} ({d.counts}); logs in {job.paths.folder}")
+            return jobs
+        job = _submit_once(executor, payload)
+        _record(out, job, "local", {"restart": len(jobs)})
+        jobs.append(job)
+        log(f"resubmitted as local job {job.job_id} (same output_dir: it resumes from the last checkpoint)")
+
+
+def dry_run(recipe: Recipe) -> str:
+    """The sbatch script `submit --cluster slurm` would submit (nothing is submitted)."""
+    from submitit.slurm.slurm import _make_sbatch_string  # submitit has no public renderer (pinned 1.5.4)
+
+    params = submitit_parameters(recipe.launch, recipe.output_dir, cluster="slurm")
+    mapping = {
+        "name": "job_name",
+        "tasks_per_node": "ntasks_per_node",
+        "timeout_min": "time",
+        "gpus_per_node": "gpus_per_node",
+        "mem_gb": "mem",
+    }
+    kwargs: dict[str, Any] = {}
+    for key, value in params.items():
+        if key.startswith("slurm_"):
+            kwargs[key[len("slurm_") :]] = value
+        elif key == "mem_gb":
+            kwargs["mem"] = f"{value}GB"
+        else:
+            kwargs[mapping.get(key, key)] = value
+    command = f"{python_command(recipe.launch)} -u -m submitit.core._submit {recipe.output_dir}/launch/submitit/%j"
+    return _make_sbatch_string(command=command, folder=f"{recipe.output_dir}/launch/submitit/%j", **kwargs)
