@@ -236,9 +236,11 @@ def run_training(recipe: Recipe) -> int:
     run = _Run(recipe)
     out = run.out
     marker = out / FINISHED
-    if marker.exists() and json.loads(marker.read_text()).get("fingerprint") == recipe.fingerprint():
-        log.info("%s is finished (step %s); nothing to do", out, json.loads(marker.read_text()).get("step"))
+    done = json.loads(marker.read_text()) if marker.exists() else {}
+    if done.get("fingerprint") == recipe.fingerprint() and done.get("step", 0) >= recipe.train.max_steps:
+        log.info("%s is finished (step %s); nothing to do", out, done.get("step"))
         return 0
+    marker.unlink(missing_ok=True)  # e.g. max_steps was raised: train on from the last checkpoint
     stop = StopFlag().install()  # before the slow setup: a signal during start-up still leads to a clean exit
     out.mkdir(parents=True, exist_ok=True)
     run.setup()
