@@ -224,6 +224,13 @@ def _cmd_requeue_decision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from xlam_hpc.demo import run_demo
+
+    run_demo(args.output_dir, steps=args.steps, ranks=args.ranks)
+    return 0
+
+
 def _cmd_formats(args: argparse.Namespace) -> int:
     from xlam_hpc.convert import CONVERTERS
 
@@ -325,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-preemptions", type=int, default=10)
     p.add_argument("--max-failures", type=int, default=2)
     p.set_defaults(handler=_cmd_requeue_decision)
+
+    p = sub.add_parser("demo", help="convert → shard → inspect → train a tiny model on the bundled samples")
+    p.add_argument("--output-dir", default="runs/demo")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--ranks", type=int, default=1, help="local ranks (processes)")
+    p.set_defaults(handler=_cmd_demo)
 
     p = sub.add_parser("formats", help="list the input formats of `convert`")
     p.set_defaults(handler=_cmd_formats)

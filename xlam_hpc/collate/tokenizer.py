@@ -32,8 +32,10 @@ _CONFIG = {
 
 
 def cache_dir() -> Path:
-    """$XLAM_HPC_CACHE, else ~/.cache/xlam-hpc."""
-    return Path(os.environ.get("XLAM_HPC_CACHE") or Path.home() / ".cache" / "xlam-hpc")
+    """$XLAM_HPC_CACHE, else $XDG_CACHE_HOME/xlam-hpc, else ~/.cache/xlam-hpc."""
+    if os.environ.get("XLAM_HPC_CACHE"):
+        return Path(os.environ["XLAM_HPC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "xlam-hpc"
 
 
 def _materialize(name: str) -> Path:

@@ -6,6 +6,7 @@ same code path. The timeout is explicit: a dead peer fails the job in minutes, n
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 from importlib import resources
@@ -36,6 +37,12 @@ def init_process_group(dist: DistEnv, timeout_s: float) -> Collectives:
 
     export(dist)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "gloo":
+        # On CPU, DeepSpeed compiles a shared-memory all-reduce op at start-up (~45 s cold, needs g++, which
+        # slim runtime images lack). Only inference_all_reduce uses it, training never does, and that falls
+        # back to torch.distributed anyway: mark it unavailable (results are identical; measured).
+        with contextlib.suppress(AttributeError, TypeError):  # another DeepSpeed layout: let it build as usual
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s), verbose=False)
     device = torch.device("cuda", dist.local_rank) if backend == "nccl" else torch.device("cpu")
 

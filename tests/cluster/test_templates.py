@@ -1,0 +1,373 @@
+"""The plain sbatch templates in slurm/ (the ones users copy and edit) on the real 2-node test cluster.
+
+Each template is submitted as a user would, with sbatch command-line options in place of the lines a
+user edits (partition, time, GPUs, memory, log file) and RECIPE/OUT/SWEEP_DIR/CONTAINER from the
+environment (`--export=ALL,...,CONTAINER=`: the trainer runs on the host, from this venv). Every run
+uses the tiny model and a few steps, so the whole file takes a few minutes.
+
+The static checks at the top need no cluster; the cluster tests skip when it is down, except under
+CI=true, where they fail (as in test_cluster_smoke.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.conftest import write_recipe
+from xlam_hpc.launch.sweep import task_seed
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM_DIR = REPO / "slurm"
+TEMPLATES = ("sft-single-node.sbatch", "sft-multi-node.sbatch", "dpo.sbatch", "sweep-array.sbatch")
+NODES = ("n1", "n2")
+READY_STATES = {"idle", "mix", "alloc", "comp"}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
+# What a user would edit, given on the command line instead (command-line options beat #SBATCH lines).
+TEST_CLUSTER_OPTS = ["-p", "low", "--time=10", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G"]
+JOB_TIMEOUT_S = 240
+
+
+# --- the templates themselves (no cluster needed) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_has_the_requeue_contract(name):
+    text = (SLURM_DIR / name).read_text()
+    for line in (
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        "#SBATCH --signal=B:USR1@300",
+        'CONTAINER="${CONTAINER-apptainer exec --nv --cleanenv -B /scratch,/data $HOME/xlam-hpc.sif}"',
+        "srun --kill-on-bad-exit=1 ",
+        'kill -USR1 "$srun_pid"',
+        'xlam-hpc requeue-decision "$OUT" --exit-code "$rc"',
+        'scontrol requeue "$SLURM_JOB_ID"',
+    ):
+        assert line in text, f"{name}: missing {line!r}"
+    assert "kill -TERM" not in text.replace("Never `kill -TERM` srun", ""), "srun turns SIGTERM into SIGKILL"
+    for option in ("--partition=", "--account=", "--time=", "--ntasks-per-node=", "--gpus-per-node=", "--output="):
+        line = next(x for x in text.splitlines() if x.startswith(f"#SBATCH {option}"))
+        assert "# CHANGE:" in line, f"{name}: {line!r} needs a '# CHANGE:' comment"
+    assert re.search(r'^RECIPE="\$\{RECIPE:-.*# CHANGE:', text, re.M)
+    assert re.search(r'^(OUT|SWEEP_DIR)="\$\{(OUT|SWEEP_DIR):-.*# CHANGE:', text, re.M)
+    assert re.search(r"^CONTAINER=.*# CHANGE:", text, re.M)
+
+
+@pytest.mark.parametrize("name", TEMPLATES)
+def test_template_is_shellcheck_clean(name):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    res = subprocess.run(["shellcheck", str(SLURM_DIR / name)], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+# --- cluster ---------------------------------------------------------------------------------------
+
+
+def _cluster_problem() -> str | None:
+    """Why the cluster cannot be used, or None when n1 and n2 are both up (as in test_cluster_smoke.py)."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "`sinfo`/`sbatch` not found: run `slurm/local-cluster.sh install`"
+    try:
+        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15, check=False)
+        if "is UP" not in ping.stdout:
+            return f"slurmctld not reachable ({(ping.stdout.splitlines() or [ping.stderr.strip()])[0]})"
+        proc = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=15, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        return f"`{exc.cmd[0]}` timed out after 15 s"
+    states = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
+    bad = {n: states.get(n, "missing") for n in NODES if states.get(n, "").strip() not in READY_STATES}
+    return f"nodes not usable: {bad}" if bad else None
+
+
+_IN_CI = os.environ.get("CI", "").strip().lower() == "true"
+_PROBLEM = _cluster_problem()
+
+
+@pytest.fixture
+def cluster():
+    if _PROBLEM is not None:
+        if _IN_CI:
+            pytest.fail(
+                f"CI=true but the local Slurm cluster is unavailable: {_PROBLEM}. "
+                "CI must run `slurm/local-cluster.sh install && slurm/local-cluster.sh up` before pytest.",
+                pytrace=False,
+            )
+        pytest.skip(f"local Slurm cluster unavailable: {_PROBLEM}")
+
+
+def _job_env() -> dict[str, str]:
+    """The submitting environment: this venv's xlam-hpc and python3 first on PATH (sbatch exports it)."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    return env
+
+
+def _sbatch(template: str, log: str, *opts: str, export: dict[str, str], args: tuple[str, ...] = ()) -> str:
+    """sbatch --export=ALL,RECIPE=...,OUT=...,CONTAINER= as a user would; a value with a comma (a
+    container prefix with `-B /a,/b`) cannot go through --export, which splits on commas: such a
+    value reaches the job through the submitting environment (ALL) instead."""
+    exports = ",".join(["ALL", *(f"{k}={v}" for k, v in export.items() if "," not in v)])
+    cmd = ["sbatch", "--parsable", f"--export={exports}", *TEST_CLUSTER_OPTS, "-o", log, *opts]
+    res = subprocess.run(
+        [*cmd, str(SLURM_DIR / template), *args],
+        capture_output=True,
+        text=True,
+        env={**_job_env(), **export},
+        timeout=30,
+        check=False,
+    )
+    assert res.returncode == 0, f"sbatch refused {template}: {res.stderr}"
+    return res.stdout.strip().split(";")[0]
+
+
+def _states(job: str) -> dict[str, str]:
+    """{job or array task id: state} from squeue (there is no sacct on this cluster)."""
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job, "-o", "%i %T"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    return dict(line.split() for line in out.splitlines() if line.strip())
+
+
+def _wait(job: str, done, log_text, timeout: float = JOB_TIMEOUT_S) -> dict[str, str]:
+    """Until `done(states)`; a job that ends otherwise (FAILED, ...) fails at once with its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = _states(job)
+        if done(states):
+            return states
+        bad = {k: v for k, v in states.items() if v in TERMINAL - {"COMPLETED"}}
+        if bad:
+            raise AssertionError(f"job {job} ended {bad}; log:\n{log_text()[-4000:]}")
+        time.sleep(1)
+    raise AssertionError(f"job {job} not done after {timeout} s: {_states(job)}; log:\n{log_text()[-4000:]}")
+
+
+def _wait_for(pattern: str, path: Path, job: str, timeout: float = JOB_TIMEOUT_S) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        m = re.search(pattern, text, re.M)
+        if m:
+            return m
+        if any(s in TERMINAL for s in _states(job).values()):
+            break
+        time.sleep(0.5)
+    raise AssertionError(f"no /{pattern}/ in the log of job {job} ({_states(job)}):\n{path.read_text()[-4000:]}")
+
+
+def _completed(job: str, log: Path, out: Path, timeout: float = JOB_TIMEOUT_S) -> None:
+    """Job COMPLETED and the run FINISHED (a job the template requeues passes through PENDING again)."""
+    _wait(job, lambda s: s.get(job) == "COMPLETED" and (out / "FINISHED").exists(), log.read_text, timeout)
+
+
+@pytest.fixture(scope="module")
+def recipes(train_data, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("template-recipes")
+    train = {"max_steps": 5, "save_interval": 100, "warmup_steps": 0, "schedule": "constant", "trace_samples": True}
+    return {
+        "sft": write_recipe(root / "sft.yaml", train_data["sft"], data={"global_batch_size": 2}, train=train),
+        "dpo": write_recipe(
+            root / "dpo.yaml",
+            train_data["dpo"],
+            task="dpo",
+            data={"global_batch_size": 2},
+            train={**train, "max_steps": 4},
+        ),
+    }
+
+
+def _trace_steps(out: Path, rank: int = 0) -> list[int]:
+    return [json.loads(x)["step"] for x in (out / "trace" / f"rank{rank}.jsonl").read_text().splitlines()]
+
+
+def _xlam(*args: str) -> str:
+    res = subprocess.run(
+        [sys.executable, "-m", "xlam_hpc", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+@pytest.mark.slurm
+def test_single_node_template_runs_to_completion(cluster, recipes, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    job = _sbatch(
+        "sft-single-node.sbatch",
+        str(log),
+        "--ntasks-per-node=1",
+        export={"RECIPE": str(recipes["sft"]), "OUT": str(out), "CONTAINER": ""},
+    )
+    _completed(job, log, out)
+    text = log.read_text()
+    assert f"job {job} restart 0" in text and "srun exited with 0 -> done finished" in text, text
+    assert "[restart 0 rank 0]" in text and "step 5/5" in text
+    assert (out / "metrics.json").exists() and _trace_steps(out) == [1, 2, 3, 4, 5]
+    status = _xlam("status", str(out))
+    assert status.startswith("COMPLETED") and f"job {job} " in status and "checkpoint 5" in status, status
+
+
+def _cleanenv_container(tmp_path: Path) -> tuple[str, Path]:
+    """A stand-in for `apptainer exec --nv --cleanenv -B ... IMAGE`: the command runs with none of the
+    host environment except what apptainer --cleanenv lets in (TERM, proxies; APPTAINERENV_X as X) and
+    the "image's" own PATH. It records the node and rank each process was started for."""
+    trace = tmp_path / "container.log"
+    shim = tmp_path / "fake-apptainer"
+    shim.write_text(
+        f"""#!/bin/bash
+set -euo pipefail
+[[ $1 == exec ]] && shift
+while [[ $1 == -* ]]; do case $1 in -B | --bind | --env) shift 2 ;; *) shift ;; esac; done
+shift # the image
+echo "node=${{SLURMD_NODENAME:-?}} procid=${{APPTAINERENV_SLURM_PROCID:-none}} cmd=$1 ${{2:-}}" >>{trace}
+pass=(); for v in ${{!APPTAINERENV_@}}; do pass+=("${{v#APPTAINERENV_}}=${{!v}}"); done
+exec env -i HOME="$HOME" TERM="${{TERM:-dumb}}" PATH="{Path(sys.executable).parent}:/usr/bin:/bin" \\
+    TORCH_EXTENSIONS_DIR="{_job_env()["TORCH_EXTENSIONS_DIR"]}" "${{pass[@]}}" "$@"
+"""
+    )
+    shim.chmod(0o755)
+    return f"{shim} exec --nv --cleanenv -B /scratch,/data {tmp_path}/xlam-hpc.sif", trace
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("container", ["host", "cleanenv"])
+def test_multi_node_template_two_nodes_one_rank_each(cluster, recipes, tmp_path, container):
+    """2 nodes x 1 task. 'cleanenv': through a container that hides the host environment, as
+    apptainer --cleanenv does; the ranks still find their rank, world size and rendezvous."""
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    prefix, trace = _cleanenv_container(tmp_path) if container == "cleanenv" else ("", None)
+    job = _sbatch(
+        "sft-multi-node.sbatch",
+        str(log),
+        "--nodes=2",
+        "--ntasks-per-node=1",
+        "--nodelist=n1,n2",
+        export={"RECIPE": str(recipes["sft"]), "OUT": str(out), "CONTAINER": prefix},
+    )
+    _completed(job, log, out)
+    text = log.read_text()
+    assert f"job {job} restart 0 on n[1-2]" in text and "srun exited with 0 -> done finished" in text, text
+    assert "[restart 0 rank 0]" in text and "[restart 0 rank 1]" in text
+    assert _trace_steps(out, 0) == _trace_steps(out, 1) == [1, 2, 3, 4, 5]
+    ranks = {json.loads(x)["rank"] for r in (0, 1) for x in (out / "trace" / f"rank{r}.jsonl").read_text().splitlines()}
+    assert ranks == {0, 1}
+    if trace is not None:
+        lines = trace.read_text().splitlines()
+        trainers = sorted(x.split(" cmd=")[0] for x in lines if "cmd=xlam-hpc train" in x)
+        assert trainers == ["node=n1 procid=0", "node=n2 procid=1"], lines
+        assert any("cmd=xlam-hpc requeue-decision" in x for x in lines), lines
+
+
+@pytest.mark.slurm
+def test_dpo_template_runs_to_completion(cluster, recipes, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    job = _sbatch(
+        "dpo.sbatch",
+        str(log),
+        "--ntasks-per-node=1",
+        export={"RECIPE": str(recipes["dpo"]), "OUT": str(out), "CONTAINER": ""},
+    )
+    _completed(job, log, out)
+    text = log.read_text()
+    assert "step 4/4" in text and "reward_margin" in text and "srun exited with 0 -> done finished" in text, text
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 4
+
+
+@pytest.mark.slurm
+def test_sweep_template_four_tasks_two_at_a_time(cluster, recipes, tmp_path):
+    sweep = tmp_path / "sweep"
+    job = _sbatch(
+        "sweep-array.sbatch",
+        str(tmp_path / "task-%a.out"),
+        "--ntasks-per-node=1",
+        export={"RECIPE": str(recipes["sft"]), "SWEEP_DIR": str(sweep), "CONTAINER": ""},
+        args=("train.max_steps=3",),
+    )
+
+    def logs() -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("task-*.out")))
+
+    most_running = 0
+
+    def all_finished(states: dict[str, str]) -> bool:
+        nonlocal most_running
+        most_running = max(most_running, sum(s == "RUNNING" for s in states.values()))
+        tasks = {k: v for k, v in states.items() if re.fullmatch(rf"{job}_\d+", k)}
+        return len(tasks) == 4 and all(v == "COMPLETED" for v in tasks.values())
+
+    _wait(job, all_finished, logs, timeout=2 * JOB_TIMEOUT_S)
+    assert most_running <= 2, f"--array=0-3%2 ran {most_running} tasks at once"
+    lrs = ["1e-5", "2e-5", "5e-5", "1e-4"]
+    for i in range(4):
+        out = sweep / f"task-{i}"
+        text = (tmp_path / f"task-{i}.out").read_text()
+        assert (out / "FINISHED").exists() and (out / "metrics.json").exists(), text
+        assert f"job {job}_{i} " in text and f"lr={lrs[i]} seed={task_seed(7, i)} -> {out}" in text, text
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert (config["seed"], config["train"]["lr"]) == (task_seed(7, i), float(lrs[i]))
+        assert "step 3/3" in text and "srun exited with 0 -> done finished" in text, text
+        status = _xlam("status", str(out))
+        assert status.startswith("COMPLETED") and f"job {job}_{i} " in status, status
+
+
+@pytest.mark.slurm
+def test_single_node_template_requeues_and_resumes(cluster, recipes, tmp_path):
+    """Two interruptions of one job. (1) USR1 to the batch shell, what `--signal=B:USR1@300` sends before
+    the time limit: the trap passes it to srun, the rank saves and exits 75, requeue-decision says
+    'requeue timeout' and the batch shell runs `scontrol requeue` itself. (2) `scontrol requeue` from
+    outside: Slurm sends SIGTERM, the rank saves, Slurm requeues. Each restart resumes from the
+    checkpoint its interruption saved; the log (append mode) holds all three runs."""
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    job = _sbatch(
+        "sft-single-node.sbatch",
+        str(log),
+        "--ntasks-per-node=1",
+        export={"RECIPE": str(recipes["sft"]), "OUT": str(out), "CONTAINER": ""},
+        args=("train.max_steps=8",),
+    )
+    _wait_for(r"^\[restart 0 rank 0\].* step 2/8 ", log, job)
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True, timeout=30)
+    first = int(_wait_for(r"^\[restart 0 rank 0\].*SIGUSR1: saved checkpoint-(\d+) ", log, job).group(1))
+    _wait_for(r"srun exited with 75 -> requeue timeout", log, job)
+    _wait_for(rf"^\[restart 1 rank 0\].* step {first + 1}/8 ", log, job)
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    _completed(job, log, out)
+
+    text = log.read_text()
+    lines = text.splitlines()
+
+    def index(pattern: str, last: bool = False) -> int:
+        found = [i for i, x in enumerate(lines) if re.search(pattern, x)]
+        assert found, f"no /{pattern}/ in the log:\n{text}"
+        return found[-1] if last else found[0]
+
+    assert index(r"^\[restart 0 rank 0\]", last=True) < index(r"^\[restart 1 rank 0\]")
+    assert index(r"^\[restart 1 rank 0\]", last=True) < index(r"^\[restart 2 rank 0\]")
+    assert re.search(rf"^\[restart 1 rank 0\].* resumed from checkpoint-{first} ", text, re.M), text
+    second = int(re.search(r"^\[restart 1 rank 0\].*SIGTERM: saved checkpoint-(\d+) ", text, re.M).group(1))
+    assert first < second <= 8
+    assert re.search(rf"^\[restart 2 rank 0\].* resumed from checkpoint-{second} ", text, re.M), text
+    assert "USR1: time limit ahead" in text and "srun exited with 0 -> done finished" in text
+    # every step ran exactly once: each restart continued where the signal-triggered save stopped
+    assert _trace_steps(out) == list(range(1, 9))
+    ledger = json.loads((out / "launch" / "ledger.json").read_text())
+    assert ledger["timeouts"] == 1 and ledger["failures"] == 0, ledger
+    assert ledger["history"][0]["reason"] == "timeout" and ledger["history"][0]["signal"] == "SIGUSR1"
+    detail = subprocess.run(
+        ["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    assert int(re.search(r"Restarts=(\d+)", detail).group(1)) >= 2
