@@ -47,6 +47,7 @@ demo: install
 test: install
 	.ci/test-services.sh up
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; set -e; \
+	.ci/test-services.sh down; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
@@ -79,7 +80,7 @@ cluster-down:
 	slurm/local-cluster.sh down
 
 image:
-	.ci/build-image.sh
+	.ci/image.sh
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
