@@ -275,3 +275,48 @@ def test_sigkill_of_one_rank_is_retried_within_the_failure_budget(recipe, refere
     redone = [json.loads(x)["step"] for x in (out / "trace" / "rank0.jsonl").read_text().splitlines()]
     assert len(redone) > len(trace)  # steps after the checkpoint ran twice; the effective trace keeps the last
     _assert_equal_runs(reference[2], out)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("launch.partition=nope", "invalid partition specified: nope"),
+        ("launch.mem_gb=100000", "Requested node configuration is not available"),
+    ],
+)
+def test_sbatch_refusals_are_shown_not_a_traceback(recipe, tmp_path, override, message):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xlam_hpc",
+            "submit",
+            str(recipe),
+            f"output_dir={tmp_path / 'o'}",
+            override,
+            "--cluster",
+            "slurm",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "xlam-hpc submit: error: sbatch refused the job:" in res.stderr and message in res.stderr
+
+
+def test_hostile_job_name_is_submitted_as_text(recipe, tmp_path):
+    marker = tmp_path / "pwned"
+    name = f'it\'s "x" $(touch {marker}) `touch {marker}`; touch {marker}'
+    job = _submit(
+        recipe, tmp_path / "o", f"launch.job_name={json.dumps(name)}", "launch.tasks_per_node=1", "train.max_steps=1"
+    )
+    try:
+        shown = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job, "-o", "%j"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        assert shown == name
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert not marker.exists()

@@ -1,7 +1,8 @@
 """LaunchConfig → submitit parameters, with the host-side requeue teardown and safe sbatch values.
 
-Everything that ends up in the generated batch script is either a validated #SBATCH value (no control
-characters: a newline would start a new shell line) or shell-quoted. The teardown runs on the host after
+Everything that ends up in the generated batch script is either an #SBATCH value (shell-quoted by
+submitit, checked here for control characters: a newline would start a new shell line) or shell-quoted
+here. The teardown runs on the host after
 `srun` returns: it asks `xlam-hpc requeue-decision` (through the container prefix, so the host needs no
 Python packages) what to do and calls `scontrol requeue` itself — scontrol is often missing inside
 containers, and a job that exits during GraceTime is not requeued by Slurm.
@@ -23,12 +24,13 @@ _KEY = re.compile(r"^[a-z][a-z0-9-]*$")
 
 
 def check_sbatch_value(key: str, value: Any) -> str:
-    """`value` shell-quoted for an `#SBATCH --key=value` line. sbatch reads those lines with shell-style
-    quoting and never runs them, but a newline would end the comment and start a real shell line."""
+    """`value` checked for an `#SBATCH --key=value` line. submitit shell-quotes it there (sbatch reads those
+    lines with shell-style quoting and never runs them), but a quoted newline would still end the comment
+    line and start a real shell line, so control characters are refused."""
     text = str(value)
     if _BAD.search(text):
         raise ConfigError(f"launch value for '{key}' contains a control character (newline, tab...): {text!r}")
-    return shlex.quote(text)
+    return text
 
 
 def python_command(launch: LaunchConfig) -> str:
@@ -73,7 +75,7 @@ def requeue_teardown(launch: LaunchConfig, output_dir: str) -> list[str]:
 def submitit_parameters(launch: LaunchConfig, output_dir: str, *, cluster: str) -> dict[str, Any]:
     """Parameters for submitit's AutoExecutor.update_parameters."""
     params: dict[str, Any] = {
-        "name": check_sbatch_value("job_name", launch.job_name) if cluster == "slurm" else launch.job_name,
+        "name": check_sbatch_value("job_name", launch.job_name),
         "nodes": launch.nodes,
         "tasks_per_node": launch.tasks_per_node,
         "cpus_per_task": launch.cpus_per_task,

@@ -99,11 +99,12 @@ def _record(out: Path, job: Any, cluster: str, extra: dict[str, Any] | None = No
 
 
 def _submit_once(executor: Any, payload: TrainJob) -> Any:
+    from submitit.core.utils import FailedJobError
+
     try:
         return executor.submit(payload)
-    except subprocess.CalledProcessError as exc:  # sbatch refused: show its own message
-        detail = (exc.output or b"").decode(errors="replace").strip() if isinstance(exc.output, bytes) else exc.output
-        raise ConfigError(f"sbatch refused the job: {detail or exc}") from None
+    except FailedJobError as exc:  # sbatch refused (unknown partition, impossible resources): its own words
+        raise ConfigError(f"sbatch refused the job:\n{str(exc).strip()}") from None
 
 
 def _local_exit_code(out: Path, fingerprint: str) -> int:
@@ -131,11 +132,41 @@ def submit_run(recipe: Recipe, *, cluster: str, wait: bool, log: Any = print) ->
     jobs = [job]
     if cluster == "local":
         jobs = _supervise_local(recipe, executor, payload, job, out=out, log=log)
-    elif wait:
-        from xlam_hpc.launch.status import wait_slurm
+    else:
+        _warn_if_hopeless(str(job.job_id), log)
+        if wait:
+            from xlam_hpc.launch.status import wait_slurm
 
-        wait_slurm([str(job.job_id)], out, log=log)
+            wait_slurm([str(job.job_id)], out, log=log)
     return jobs
+
+
+_HOPELESS = (
+    "PartitionConfig",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "ReqNodeNotAvail",
+    "InvalidAccount",
+    "InvalidQOS",
+    "QOSMaxNodePerJobLimit",
+    "AssocMaxNodesPerJobLimit",
+)
+
+
+def _warn_if_hopeless(job_id: str, log: Any) -> None:
+    """sbatch accepts some requests that can never start (more nodes than the partition has): say so."""
+    time.sleep(1.5)
+    try:
+        reason = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return
+    if reason.startswith(_HOPELESS):
+        log(
+            f"WARNING: job {job_id} is pending with reason {reason}: the request exceeds what the partition "
+            f"allows and may never start (scancel {job_id} and change launch.*)"
+        )
 
 
 def _supervise_local(recipe: Recipe, executor: Any, payload: TrainJob, job: Any, *, out: Path, log: Any) -> list[Any]:
