@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -88,3 +89,32 @@ def test_signal_gives_requeue_code_then_resume_finishes(train_data, tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     assert again.returncode == 0 and "is finished (step 5); nothing to do" in again.stderr
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_failed_save_keeps_the_previous_checkpoint_valid(train_data, tmp_path):
+    """A real write failure mid-run (the OS refuses files over RLIMIT_FSIZE, like a full quota):
+    the save fails cleanly, `latest` still names the previous checkpoint, and a rerun resumes from it."""
+    import resource
+
+    from xlam_hpc.train.checkpoint import CheckpointError, verify_checkpoint
+
+    recipe = write_recipe(tmp_path / "r.yaml", train_data["sft"], train={"max_steps": 8, "save_interval": 2})
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "xlam_hpc", "train", str(recipe), f"output_dir={out}"]
+    log = (tmp_path / "log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    wait_for_step(out, 2, launcher=proc)
+    while not (out / "latest").exists():
+        time.sleep(0.05)
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))  # model states are ~68 MB
+    assert proc.wait(timeout=300) == CheckpointError.exit_code
+    text = (tmp_path / "log").read_text()
+    assert "saving checkpoint-4 failed" in text and "file-size limit 65536 bytes" in text
+    assert "the last valid checkpoint is still checkpoint-2" in text
+    assert (out / "latest").read_text().strip() == "checkpoint-2" and verify_checkpoint(out / "checkpoint-2") is None
+    assert not (out / "checkpoint-4").exists()
+    assert subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=300, check=False).returncode == 0
+    assert "resumed from checkpoint-2 (step 2)" in (tmp_path / "log").read_text()
+    assert json.loads((out / "FINISHED").read_text())["step"] == 8

@@ -69,6 +69,19 @@ def _hash_and_sync(path: Path) -> tuple[int, str]:
     return path.stat().st_size, h.hexdigest()
 
 
+def _io_context(path: Path) -> str:
+    """What usually explains a failed write: free space and the process's file-size limit."""
+    import resource
+
+    try:
+        free = f"{shutil.disk_usage(path).free / 2**30:.2f} GiB free"
+    except OSError:
+        free = "free space unknown"
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = "no file-size limit" if soft == resource.RLIM_INFINITY else f"file-size limit {soft} bytes"
+    return f"{path.parent}: {free}, {limit}"
+
+
 def _files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != MANIFEST)
 
@@ -182,8 +195,9 @@ class CheckpointManager:
         if error is None and tmp.is_dir():
             try:
                 write_rank_files(tmp)
-            except OSError as exc:
-                error = f"rank {self.coll.rank}: {exc}"
+            except (OSError, RuntimeError) as exc:
+                # torch.save's zip writer reports a refused write as RuntimeError("unexpected pos ..."), not OSError
+                error = f"rank {self.coll.rank}: {type(exc).__name__}: {str(exc).strip()} ({_io_context(tmp)})"
         errors = [e for e in self.coll.all_gather_object(error) if e]
         digests: dict[str, tuple[int, str]] = {}
         if not errors:

@@ -85,7 +85,11 @@ def test_expand_grid_gives_every_point_its_dir_seed_and_values(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "hint"),
-    [("train.lrr", "Did you mean 'lr'?"), ("trian.lr", "Did you mean 'train'?"), ("train.lora.rank", "'r'")],
+    [
+        ("train.lrr", "Did you mean 'lr'?"),
+        ("trian.lr", "Did you mean 'train'?"),
+        ("train.lora.alpah", "Did you mean 'alpha'?"),
+    ],
 )
 def test_grid_key_that_is_not_a_recipe_field_fails_before_anything_is_submitted(
     tmp_path, monkeypatch, capsys, key, hint

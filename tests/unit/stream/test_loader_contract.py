@@ -191,3 +191,20 @@ def test_workers_survive_tokenizers_parallelism_in_the_parent(shard_dir, tokeniz
     loader = _loader(shard_dir, tokenizer, num_workers=2)
     assert _take(loader, 3) == _take(_loader(shard_dir, tokenizer), 3)
     loader.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_torchdata_own_state_dict_round_trip(shard_dir, tokenizer, workers):
+    # Our dataset speaks torchdata's Stateful protocol: the raw StatefulDataLoader state also resumes exactly
+    # (same world size and worker count; our loader's own small state is the elastic one).
+    loader = _loader(shard_dir, tokenizer, num_workers=workers)
+    dl = loader.dataloader(0)
+    it = iter(dl)
+    head = [next(it)["drawn_ids"] for _ in range(3)]
+    state = dl.state_dict()
+    tail = [next(it)["drawn_ids"] for _ in range(3)]
+    fresh = loader.dataloader(0)
+    fresh.load_state_dict(state)
+    it2 = iter(fresh)
+    assert [next(it2)["drawn_ids"] for _ in range(3)] == tail
+    assert head + tail == _take(_loader(shard_dir, tokenizer), 6)
