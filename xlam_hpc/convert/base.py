@@ -21,6 +21,7 @@ __all__ = [
     "Reject",
     "make_id",
     "parse_json_field",
+    "record_id",
     "require",
     "tool_from_openai",
 ]
@@ -96,6 +97,12 @@ def make_id(source: str, raw: RawRecord, native: Any = None, suffix: str | None 
     if suffix is not None:
         parts.append(suffix)
     return "---".join(parts)
+
+
+def record_id(source: str, raw: RawRecord) -> str:
+    """The record's own non-empty `id` as the `unique_trajectory_id`, else `make_id(source, raw)`."""
+    native = raw.obj.get("id")
+    return str(native) if native not in (None, "") else make_id(source, raw)
 
 
 def tool_from_openai(spec: Mapping[str, Any]) -> FunctionSpec:

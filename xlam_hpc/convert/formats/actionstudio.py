@@ -20,18 +20,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    Preference,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    require,
-)
-from xlam_hpc.convert.formats.openai_messages import parse_arguments
-from xlam_hpc.convert.formats.xlam_fc import normalize_tool
+from xlam_hpc.convert.base import Converter, Preference, Reject, ToolCall, Trajectory, Turn, make_id, require
+from xlam_hpc.convert.common import as_text, is_chat, is_number, normalize_tool, openai_call
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ActionStudio"]
@@ -52,22 +42,14 @@ _KNOWN = {
 
 
 def _content(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return "" if value is None else as_text(value)
 
 
 def _turn(t: Any, idx: int, where: str) -> Turn:
     role = require(t, "role", str)
     if role not in ("user", "assistant", "tool"):
         raise Reject("unknown_role", f"{where}: role '{role}' (system prompts belong in task_instruction)")
-    calls = []
-    for k, c in enumerate(t.get("tool_calls") or []):
-        fn = c.get("function", c) if isinstance(c, Mapping) else None
-        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-            raise Reject("bad_tool_call", f"{where}: tool call {k} has no function name")
-        cid = c.get("id") or f"call_{idx}_{k}"
-        calls.append(ToolCall(id=str(cid), name=fn["name"], arguments=parse_arguments(fn.get("arguments"), where)))
+    calls = [openai_call(c, idx, k, where, args_where=where) for k, c in enumerate(t.get("tool_calls") or [])]
     cid = t.get("tool_call_id")
     return Turn(
         role=role,
@@ -116,7 +98,7 @@ def _score(obj: Mapping[str, Any], meta: dict[str, Any]) -> float | None:
             return float(critic.get("score"))
         except (TypeError, ValueError):
             raise Reject("bad_score", f"critic_score.score is not a number: {critic.get('score')!r}") from None
-    if isinstance(critic, (int, float)) and not isinstance(critic, bool):
+    if is_number(critic):
         return float(critic)
     return None  # absent, or "TODO" (not rated yet)
 
@@ -130,8 +112,7 @@ class ActionStudio(Converter):
     def sniff(cls, obj: Any) -> float:
         if not isinstance(obj, Mapping):
             return 0.0
-        conv = obj.get("conversation")
-        if not isinstance(conv, list) or not conv or not all(isinstance(t, Mapping) and "role" in t for t in conv):
+        if not is_chat(obj.get("conversation"), "role"):
             return 0.0
         if "unique_trajectory_id" in obj or "tools" in obj or "critic_score" in obj:
             return 0.95

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from xlam_hpc.convert.base import Converter, Reject, Trajectory, Turn, make_id, require
+from xlam_hpc.convert.common import is_number, reward_score
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["AgentInstruct"]
@@ -102,9 +103,9 @@ class AgentInstruct(Converter):
         score = None
         if "reward" in obj:
             reward = obj["reward"]
-            if isinstance(reward, bool) or not isinstance(reward, int | float):
+            if not is_number(reward):
                 raise Reject("bad_reward", f"'reward' should be a number in 0..1, got {reward!r}")
-            score = 5.0 * float(reward)
+            score = reward_score(reward)
             meta["reward"] = reward
             meta["score_scale"] = "5 * reward"
             if isinstance(obj.get("source"), str):

@@ -32,28 +32,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    FunctionSpec,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    require,
-)
+from xlam_hpc.convert.base import Converter, FunctionSpec, Reject, Trajectory, Turn, make_id, require
+from xlam_hpc.convert.common import PY_TYPES, add_call, as_text, join_thought, loads_literal, object_schema, tool_turn
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ApiBank"]
 
-_TYPES = {
-    "str": "string",
-    "int": "integer",
-    "float": "number",
-    "bool": "boolean",
-    "list": "array",
-    "dict": "object",
-}
 _TOOL_SEARCHER = {
     "name": "ToolSearcher",
     "description": "Searches for relevant tools in library based on the keywords.",
@@ -69,20 +53,14 @@ def _spec(desc: Mapping[str, Any]) -> FunctionSpec:
     props = {}
     for arg, spec in params.items() if isinstance(params, Mapping) else ():
         p = spec if isinstance(spec, Mapping) else {}
-        t = _TYPES.get(str(p.get("type")))
+        t = PY_TYPES.get(str(p.get("type")))
         props[arg] = {**({"type": t} if t else {}), "description": str(p.get("description") or "")}
     name = str(desc.get("name") or desc.get("apiCode"))
-    return FunctionSpec(
-        name=name,
-        description=str(desc.get("description") or ""),
-        parameters={"type": "object", "properties": props},
-    )
+    return FunctionSpec(name=name, description=str(desc.get("description") or ""), parameters=object_schema(props))
 
 
 def _observation(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=lambda o: sorted(o, key=str) if isinstance(o, set) else str(o))
+    return as_text(value, default=lambda o: sorted(o, key=str) if isinstance(o, set) else str(o))
 
 
 def _loose_value(text: str) -> Any:
@@ -143,12 +121,8 @@ def _request(text: str) -> tuple[str, dict[str, Any], str | None]:
 def _literal(text: str) -> Any:
     """A result or description as data: JSON, else a Python literal (API-Bank prints reprs), else the text."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return loads_literal(text)
+    except Reject:
         return text
 
 
@@ -175,7 +149,7 @@ class _Dialog:
         self.turns.append(Turn(role="user", content=text.strip()))
 
     def ai(self, text: str) -> None:
-        self.text = f"{self.text}\n\n{text.strip()}".strip()
+        self.text = join_thought(self.text, text)
 
     def call(self, name: str, args: Any, result: Any = None, *, answered: bool = True) -> None:
         if not isinstance(args, dict):
@@ -183,15 +157,12 @@ class _Dialog:
         if name == "ToolSearcher":
             self.discover(_TOOL_SEARCHER)
             self.discover(result)
-        call = ToolCall(id=f"call_{len(self.turns)}_0", name=name, arguments=args)
-        self.turns.append(Turn(role="assistant", content=self.text, tool_calls=[call]))
+        call = add_call(self.turns, name, args, self.text)
         self.text = ""
         if answered:
-            self.turns.append(Turn(role="tool", tool_call_id=call.id, name=name, content=_observation(result)))
+            self.turns.append(tool_turn(call, _observation(result)))
         if name not in self.tools:
-            self.tools[name] = FunctionSpec(
-                name=name, parameters={"type": "object", "properties": {k: {} for k in args}}
-            )
+            self.tools[name] = FunctionSpec(name=name, parameters=object_schema({k: {} for k in args}))
 
     def text_lines(self, text: str) -> None:
         """Feed `User:`/`AI:`/`API-Request:` lines (continuation lines belong to the previous line)."""

@@ -16,16 +16,22 @@ FUNCTION RESPONSE: {...} ASSISTANT: ..."}`.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, make_id, require
-from xlam_hpc.convert.formats.openai_messages import parse_arguments
-from xlam_hpc.convert.formats.sharegpt import is_from_value_chat
-from xlam_hpc.convert.formats.xlam_fc import normalize_tool
+from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, record_id, require
+from xlam_hpc.convert.common import (
+    as_text,
+    call_id,
+    is_chat,
+    loads_literal,
+    normalize_tool,
+    parse_arguments,
+    take_pending,
+    tool_turn,
+)
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["Hermes"]
@@ -46,21 +52,14 @@ def _literal(text: str, what: str, where: str, reason: str = "unparseable_action
     # Some records carry escaped newlines ('\\n') around the payload instead of real ones.
     text = text.strip()
     text = re.sub(r"^(?:\\n|\s)+|(?:\\n|\s)+$", "", text)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        raise Reject(reason, f"{where}: {what} is neither JSON nor a Python literal") from None
+    return loads_literal(text, f"{where}: {what}", reason)
 
 
 def _call(data: Any, turn_idx: int, k: int, where: str) -> ToolCall:
     if not isinstance(data, Mapping) or not isinstance(data.get("name"), str):
         raise Reject("unparseable_action", f"{where}: <tool_call> {k} has no top-level 'name': {str(data)[:120]}")
     args = parse_arguments(data.get("arguments"), f"{where} <tool_call> {k}")
-    return ToolCall(id=f"call_{turn_idx}_{k}", name=data["name"], arguments=args)
+    return ToolCall(id=call_id(turn_idx, k), name=data["name"], arguments=args)
 
 
 class _Builder:
@@ -78,11 +77,10 @@ class _Builder:
         self.pending = list(calls)
 
     def observation(self, text: str, name: str | None, where: str) -> None:
-        match = next((c for c in self.pending if c.name == name), self.pending[0] if self.pending else None)
+        match = take_pending(self.pending, name)
         if match is None:
             raise Reject("unmatched_tool_turn", f"{where}: tool response without a pending call")
-        self.pending.remove(match)
-        self.turns.append(Turn(role="tool", content=text, tool_call_id=match.id, name=match.name))
+        self.turns.append(tool_turn(match, text))
 
 
 def _response(block: str, where: str) -> tuple[str, str | None]:
@@ -91,9 +89,7 @@ def _response(block: str, where: str) -> tuple[str, str | None]:
     except Reject:
         return block.strip(), None
     if isinstance(data, Mapping) and "content" in data and isinstance(data.get("name"), str):
-        content = data["content"]
-        text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        return text, data["name"]
+        return as_text(data["content"]), data["name"]
     return block.strip(), None
 
 
@@ -183,7 +179,7 @@ class Hermes(Converter):
         if isinstance(obj.get("chat"), str) and isinstance(obj.get("system"), str):
             return 0.9 if re.search(r"(^|\n)\s*USER:", obj["chat"]) else 0.0
         convs = obj.get("conversations")
-        if not is_from_value_chat(convs) or "chosen" in obj:
+        if not is_chat(convs, "from", "value") or "chosen" in obj:
             return 0.0
         tagged = any(isinstance(t["value"], str) and tag in t["value"] for t in convs for tag in _TAGS)
         return 0.9 if tagged else 0.0
@@ -203,10 +199,9 @@ class Hermes(Converter):
             system, specs, turns = _hermes(require(obj, "conversations", list))
             meta = {k: obj[k] for k in ("category", "subcategory", "task") if isinstance(obj.get(k), str)}
         source = self.source_for(raw)
-        native = obj.get("id")
         return [
             Trajectory(
-                unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+                unique_trajectory_id=record_id(source, raw),
                 source=source,
                 task_instruction=system,
                 tools=[normalize_tool(s) for s in specs],

@@ -14,69 +14,14 @@ Layout: `{"messages": [{"role": system|user|assistant|tool, "content": [{"type":
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    FunctionSpec,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    parse_json_field,
-    require,
-)
-from xlam_hpc.convert.formats.openai_messages import parse_arguments
-from xlam_hpc.convert.formats.xlam_fc import normalize_tool
+from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, parse_json_field, record_id, require
+from xlam_hpc.convert.common import ToolResults, call_id, parse_arguments, parse_tools
 from xlam_hpc.convert.reader import RawRecord
 
-__all__ = ["LlamaFactoryMessages", "convert_messages", "parse_tools", "tool_turns"]
-
-_RESULT_KEYS = {"tool_call_id", "name", "content"}
-
-
-def parse_tools(value: Any, key: str = "tools") -> list[FunctionSpec]:
-    """Tools given as a JSON string or a list (OpenAI nested or flat specs); '' / None → []."""
-    if value in (None, ""):
-        return []
-    specs = parse_json_field(value, key)
-    if not isinstance(specs, list):
-        raise Reject("wrong_type", f"'{key}' should be a list of tool specs, got {type(specs).__name__}")
-    return [normalize_tool(s) for s in specs]
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-
-def _split_results(text: str, calls: list[ToolCall]) -> list[str] | None:
-    """Per-call contents when `text` is a JSON list of `{tool_call_id?, name?, content}`, one per call."""
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(items, list) or len(items) != len(calls):
-        return None
-    for item, call in zip(items, calls, strict=True):
-        if not isinstance(item, Mapping) or "content" not in item or not set(item) <= _RESULT_KEYS:
-            return None
-        if "name" in item and item["name"] != call.name:
-            return None
-    return [_as_text(item["content"]) for item in items]
-
-
-def tool_turns(texts: list[str], calls: list[ToolCall], where: str) -> list[Turn]:
-    """Tool turns for consecutive observations `texts` answering `calls` (in call order)."""
-    if len(texts) == 1 and calls:
-        split = _split_results(texts[0], calls)
-        if split is not None:
-            texts = split
-    if len(texts) > len(calls):
-        raise Reject("unmatched_tool_turn", f"{where}: {len(texts)} tool results for {len(calls)} call(s)")
-    return [Turn(role="tool", content=t, tool_call_id=c.id, name=c.name) for t, c in zip(texts, calls, strict=False)]
+__all__ = ["LlamaFactoryMessages", "convert_messages"]
 
 
 def _parts(msg: Mapping[str, Any], where: str) -> list[tuple[str, str]]:
@@ -105,7 +50,7 @@ def _assistant(parts: list[tuple[str, str]], turn_idx: int, train: bool, where: 
         if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
             raise Reject("bad_tool_call", f"{where}: tool_call {k} has no 'name'")
         args = parse_arguments(call.get("arguments"), f"{where} tool_call {k}")
-        calls.append(ToolCall(id=f"call_{turn_idx}_{k}", name=call["name"], arguments=args))
+        calls.append(ToolCall(id=call_id(turn_idx, k), name=call["name"], arguments=args))
     content = "\n\n".join(s for s in (reasoning, text.strip() and text) if s)
     return Turn(role="assistant", content=content, tool_calls=calls, train=train)
 
@@ -116,24 +61,17 @@ def convert_messages(messages: Any, label: str = "messages") -> tuple[str, list[
         raise Reject("wrong_type", f"'{label}' should be a list of messages")
     system = ""
     turns: list[Turn] = []
-    pending: list[ToolCall] = []
-    observations: list[str] = []
-
-    def flush(where: str) -> None:
-        turns.extend(tool_turns(observations, pending, where))
-        observations.clear()
-        pending.clear()
-
+    results = ToolResults(turns)
     for i, msg in enumerate(messages):
         where = f"{label}[{i}]"
         role = require(msg, "role", str)
         parts = _parts(msg, where)
         if role == "tool":
-            if not pending:
+            if not results.calls:
                 raise Reject("unmatched_tool_turn", f"{where}: tool message without a preceding tool call")
-            observations.append("".join(v for _, v in parts))
+            results.texts.append("".join(v for _, v in parts))
             continue
-        flush(where)
+        results.flush(where)
         if role == "system":
             if turns or system:
                 raise Reject("late_system_turn", f"{where}: system message after the conversation started")
@@ -143,10 +81,10 @@ def convert_messages(messages: Any, label: str = "messages") -> tuple[str, list[
         elif role == "assistant":
             turn = _assistant(parts, len(turns), msg.get("loss_weight", 1.0) != 0, where)
             turns.append(turn)
-            pending.extend(turn.tool_calls)
+            results.calls.extend(turn.tool_calls)
         else:
             raise Reject("unknown_role", f"{where}: unknown role '{role}'")
-    flush(f"{label}[{len(messages)}]")
+    results.flush(f"{label}[{len(messages)}]")
     return system, turns
 
 
@@ -172,10 +110,9 @@ class LlamaFactoryMessages(Converter):
         obj = raw.obj
         system, turns = convert_messages(require(obj, "messages", list))
         source = self.source_for(raw)
-        native = obj.get("id")
         return [
             Trajectory(
-                unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+                unique_trajectory_id=record_id(source, raw),
                 source=source,
                 task_instruction=system,
                 tools=parse_tools(obj.get("tools")),

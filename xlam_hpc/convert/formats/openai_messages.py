@@ -10,42 +10,17 @@ Layout: `{"messages": [...], "tools"?: [{type: function, function: {...}}], "fun
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    require,
-    tool_from_openai,
-)
+from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, record_id, require, tool_from_openai
+from xlam_hpc.convert.common import is_chat, openai_call, take_pending, tool_turn
 from xlam_hpc.convert.reader import RawRecord
 
-__all__ = ["OpenAIMessages", "content_text", "messages_to_turns", "parse_arguments"]
+__all__ = ["OpenAIMessages", "content_text", "messages_to_turns"]
 
 _CHAT_ROLES = {"system", "developer", "user", "assistant"}
 _TOOL_ROLES = {"tool", "function"}
-
-
-def parse_arguments(value: Any, where: str) -> dict[str, Any]:
-    """Call arguments as a dict: objects pass, JSON strings are parsed, anything else rejects."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        if not value.strip():
-            return {}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise Reject("invalid_arguments_json", f"{where}: arguments are not valid JSON ({exc.msg})") from None
-    if not isinstance(value, dict):
-        raise Reject("arguments_not_object", f"{where}: arguments must be an object, got {type(value).__name__}")
-    return value
 
 
 def content_text(content: Any, where: str) -> str:
@@ -69,20 +44,12 @@ def content_text(content: Any, where: str) -> str:
 
 
 def _calls(msg: Mapping[str, Any], turn_idx: int, where: str) -> list[ToolCall]:
-    calls = []
     raw_calls = msg.get("tool_calls") or []
     if not isinstance(raw_calls, list):
         raise Reject("wrong_type", f"{where}: tool_calls should be a list")
     if msg.get("function_call"):  # legacy single call, no id
         raw_calls = [*raw_calls, {"function": msg["function_call"]}]
-    for k, call in enumerate(raw_calls):
-        fn = call.get("function", call) if isinstance(call, Mapping) else None
-        if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-            raise Reject("bad_tool_call", f"{where}: tool call {k} has no function name")
-        cid = call.get("id") or f"call_{turn_idx}_{k}"
-        args = parse_arguments(fn.get("arguments"), f"{where} call '{fn['name']}'")
-        calls.append(ToolCall(id=str(cid), name=fn["name"], arguments=args))
-    return calls
+    return [openai_call(call, turn_idx, k, where) for k, call in enumerate(raw_calls)]
 
 
 def messages_to_turns(messages: Any, *, label: str = "messages") -> tuple[str, list[Turn]]:
@@ -116,12 +83,10 @@ def messages_to_turns(messages: Any, *, label: str = "messages") -> tuple[str, l
             pending = [c for c in pending if c.id != cid]
             turns.append(Turn(role="tool", content=text, tool_call_id=cid, name=msg.get("name")))
         elif role == "function":
-            name = msg.get("name")
-            match = next((c for c in pending if c.name == name), pending[0] if pending else None)
+            match = take_pending(pending, msg.get("name"))
             if match is None:
                 raise Reject("unmatched_tool_turn", f"{where}: function result without a pending function_call")
-            pending.remove(match)
-            turns.append(Turn(role="tool", content=text, tool_call_id=match.id, name=match.name))
+            turns.append(tool_turn(match, text))
         else:
             raise Reject("unknown_role", f"{where}: unknown role '{role}'")
     return "\n\n".join(system), turns
@@ -137,7 +102,7 @@ class OpenAIMessages(Converter):
         if not isinstance(obj, Mapping):
             return 0.0
         msgs = obj.get("messages")
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, Mapping) and "role" in m for m in msgs):
+        if not is_chat(msgs, "role"):
             return 0.0
         for m in msgs:  # LLaMA-Factory v1 typed parts use `value`, not `text`
             content = m.get("content")
@@ -165,11 +130,10 @@ class OpenAIMessages(Converter):
         if not isinstance(specs, list):
             raise Reject("wrong_type", "'tools' should be a list")
         source = self.source_for(raw)
-        native = obj.get("id")
         split = obj.get("split") if isinstance(obj.get("split"), str) else None
         return [
             Trajectory(
-                unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+                unique_trajectory_id=record_id(source, raw),
                 source=source,
                 task_instruction=system,
                 tools=[tool_from_openai(t) for t in specs],

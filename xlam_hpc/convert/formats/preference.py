@@ -16,10 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import Converter, Preference, Reject, Turn, make_id, require
-from xlam_hpc.convert.formats.llamafactory_messages import convert_messages, parse_tools
+from xlam_hpc.convert.base import Converter, Preference, Reject, Turn, record_id, require
+from xlam_hpc.convert.common import is_chat, parse_tools, top_level_system
+from xlam_hpc.convert.formats.llamafactory_messages import convert_messages
 from xlam_hpc.convert.formats.openai_messages import messages_to_turns
-from xlam_hpc.convert.formats.sharegpt import conversations_to_turns, is_from_value_chat
+from xlam_hpc.convert.formats.sharegpt import conversations_to_turns
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["DpoLlamaFactory", "DpoTrl"]
@@ -49,9 +50,8 @@ def _completion(side: list[Any], prompt: list[Any], key: str) -> list[Any]:
 
 
 def _pair(source: str, raw: RawRecord, system: str, prompt: list[Turn], sides: tuple[Turn, Turn]) -> Preference:
-    native = raw.obj.get("id")
     return Preference(
-        unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+        unique_trajectory_id=record_id(source, raw),
         source=source,
         task_instruction=system,
         tools=parse_tools(raw.obj.get("tools")),
@@ -105,7 +105,7 @@ class DpoLlamaFactory(Converter):
             return 0.0
         if isinstance(obj.get("chosen_messages"), list) and isinstance(obj.get("rejected_messages"), list):
             return 0.95
-        if is_from_value_chat(obj.get("conversations")) and isinstance(obj.get("chosen"), Mapping):
+        if is_chat(obj.get("conversations"), "from", "value") and isinstance(obj.get("chosen"), Mapping):
             return 0.95 if "from" in obj["chosen"] and isinstance(obj.get("rejected"), Mapping) else 0.0
         return 0.0
 
@@ -139,9 +139,4 @@ class DpoLlamaFactory(Converter):
             if len(turns) != len(prompt) + 1 or turns[-1].role != "assistant":
                 raise Reject("bad_completion", f"'{key}' does not add one assistant turn after the conversation")
             sides.append(turns[-1])
-        top = obj.get("system")
-        if isinstance(top, str) and top:
-            if system:
-                raise Reject("late_system_turn", "both a 'system' key and a system turn")
-            system = top
-        return [_pair(source, raw, system, prompt, (sides[0], sides[1]))]
+        return [_pair(source, raw, top_level_system(obj, system), prompt, (sides[0], sides[1]))]

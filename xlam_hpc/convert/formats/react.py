@@ -35,24 +35,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    FunctionSpec,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    require,
-)
+from xlam_hpc.convert.base import Converter, FunctionSpec, Reject, ToolCall, Trajectory, Turn, make_id, require
+from xlam_hpc.convert.common import add_call, join_thought, object_schema, reward_score, tool_turn
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ReAct"]
 
 
 def _fn(name: str, arg: str, description: str, arg_description: str) -> FunctionSpec:
-    params = {"type": "object", "properties": {arg: {"type": "string", "description": arg_description}}}
-    return FunctionSpec(name=name, description=description, parameters={**params, "required": [arg]})
+    params = object_schema({arg: {"type": "string", "description": arg_description}}, [arg])
+    return FunctionSpec(name=name, description=description, parameters=params)
 
 
 # The fixed tool set of each environment (ReAct/FireAct describe these actions in their prompts).
@@ -140,18 +132,17 @@ class _Builder:
         if name not in self.tools:
             raise Reject("unknown_action", f"{self.where}: action {name!r} not in {sorted(self.tools)}")
         arg = next(iter(self.tools[name].parameters["properties"]))
-        call = ToolCall(id=f"call_{len(self.turns)}_0", name=name, arguments={arg: m.group(2).strip()})
-        self.turns.append(Turn(role="assistant", content=self.thought, tool_calls=[call]))
+        call = add_call(self.turns, name, {arg: m.group(2).strip()}, self.thought)
         self.thought, self.pending, self.last_action = "", call, name
         self.calls += 1
 
     def add_thought(self, text: str) -> None:
-        self.thought = f"{self.thought}\n{text.strip()}".strip()
+        self.thought = join_thought(self.thought, text, "\n")
         self.has_thought = True
 
     def observation(self, text: str) -> None:
         if self.pending is not None:
-            self.turns.append(Turn(role="tool", tool_call_id=self.pending.id, name=self.pending.name, content=text))
+            self.turns.append(tool_turn(self.pending, text))
             self.pending = None
         elif self.last_action == "finish":
             m = _REWARD.match(text)
@@ -267,7 +258,7 @@ class ReAct(Converter):
             with contextlib.suppress(ValueError):
                 reward = float(reward) if isinstance(reward, str) else reward
             meta["reward"] = reward
-            score = 5.0 if reward is True or reward == 1 else 0.0
+            score = reward_score(reward is True or reward == 1)  # success: 5, else 0
         return Trajectory(
             unique_trajectory_id=make_id(source, raw, native),
             source=source,
@@ -325,7 +316,7 @@ class ReAct(Converter):
         b = _labelled(pieces[2:], "webshop", pieces[1][1], f"episode {native}")
         scores = _SCORE.findall(log)
         meta["reward"] = float(scores[-1]) if scores else 0.0
-        meta["score"] = 5.0 * meta["reward"]
+        meta["score"] = reward_score(meta["reward"])
         return self._emit(raw, "webshop-react", b, native, meta)
 
     def _prompt(self, raw: RawRecord, name: str, text: Any) -> list[Trajectory | Reject]:

@@ -16,35 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    parse_json_field,
-    require,
-)
-from xlam_hpc.convert.formats.llamafactory_messages import parse_tools, tool_turns
-from xlam_hpc.convert.formats.openai_messages import parse_arguments
+from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, parse_json_field, record_id, require
+from xlam_hpc.convert.common import ToolResults, call_id, is_chat, parse_arguments, parse_tools, top_level_system
 from xlam_hpc.convert.reader import RawRecord
 
-__all__ = ["ShareGPT", "conversations_to_turns", "is_from_value_chat"]
+__all__ = ["ShareGPT", "conversations_to_turns"]
 
 _USER = {"human", "user"}
 _ASSISTANT = {"gpt", "assistant"}
 _OBSERVATION = {"observation", "tool"}
 _ROLES = {"system", "function_call", *_USER, *_ASSISTANT, *_OBSERVATION}
 _HERMES_TAGS = ("<tool_call>", "<tools>", "<tool_response>", "<schema>")
-
-
-def is_from_value_chat(turns: Any) -> bool:
-    return (
-        isinstance(turns, list)
-        and bool(turns)
-        and all(isinstance(t, Mapping) and "from" in t and "value" in t for t in turns)
-    )
 
 
 def _calls(value: str, turn_idx: int, first_k: int, where: str) -> list[ToolCall]:
@@ -55,7 +37,7 @@ def _calls(value: str, turn_idx: int, first_k: int, where: str) -> list[ToolCall
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
             raise Reject("bad_tool_call", f"{where}: function_call without a 'name'")
         args = parse_arguments(item.get("arguments"), f"{where} function_call '{item['name']}'")
-        calls.append(ToolCall(id=f"call_{turn_idx}_{first_k + j}", name=item["name"], arguments=args))
+        calls.append(ToolCall(id=call_id(turn_idx, first_k + j), name=item["name"], arguments=args))
     return calls
 
 
@@ -65,38 +47,31 @@ def conversations_to_turns(convs: Any, label: str = "conversations") -> tuple[st
         raise Reject("wrong_type", f"'{label}' should be a list of turns")
     system = ""
     turns: list[Turn] = []
-    pending: list[ToolCall] = []  # calls of the current assistant turn not answered yet
-    observations: list[str] = []
-
-    def flush(where: str) -> None:
-        turns.extend(tool_turns(observations, pending, where))
-        observations.clear()
-        pending.clear()
-
+    results = ToolResults(turns)  # calls of the current assistant turn not answered yet, their observations
     for i, item in enumerate(convs):
         where = f"{label}[{i}]"
         role = require(item, "from", str)
         value = require(item, "value", str)
         if role in _OBSERVATION:
-            if not pending:
+            if not results.calls:
                 raise Reject("unmatched_tool_turn", f"{where}: {role} turn without a pending function_call")
-            observations.append(value)
+            results.texts.append(value)
             continue
         if role == "function_call":
             prev = turns[-1] if turns else None
             # Observations are buffered until the next non-observation turn, so an assistant last turn with
             # none buffered is either a gpt text turn (its thought) or one whose calls are still pending.
-            if prev is not None and prev.role == "assistant" and not observations:
+            if prev is not None and prev.role == "assistant" and not results.texts:
                 new = _calls(value, len(turns) - 1, len(prev.tool_calls), where)
                 prev.tool_calls.extend(new)
-                pending.extend(new)
+                results.calls.extend(new)
                 continue
-            flush(where)
+            results.flush(where)
             turn = Turn(role="assistant", tool_calls=_calls(value, len(turns), 0, where))
             turns.append(turn)
-            pending.extend(turn.tool_calls)
+            results.calls.extend(turn.tool_calls)
             continue
-        flush(where)
+        results.flush(where)
         if role == "system":
             if turns or system:
                 raise Reject("late_system_turn", f"{where}: system turn after the conversation started")
@@ -107,7 +82,7 @@ def conversations_to_turns(convs: Any, label: str = "conversations") -> tuple[st
             turns.append(Turn(role="assistant", content=value))
         else:
             raise Reject("unknown_role", f"{where}: unknown role '{role}'")
-    flush(f"{label}[{len(convs)}]")
+    results.flush(f"{label}[{len(convs)}]")
     return system, turns
 
 
@@ -121,7 +96,7 @@ class ShareGPT(Converter):
         if not isinstance(obj, Mapping) or "chosen" in obj or "rejected" in obj:
             return 0.0
         convs = obj.get("conversations")
-        if not is_from_value_chat(convs):
+        if not is_chat(convs, "from", "value"):
             return 0.0
         roles = {t["from"] for t in convs}
         if not roles <= _ROLES:
@@ -135,18 +110,12 @@ class ShareGPT(Converter):
     def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
         obj = raw.obj
         system, turns = conversations_to_turns(require(obj, "conversations", list))
-        top_system = obj.get("system")
-        if isinstance(top_system, str) and top_system:
-            if system:
-                raise Reject("late_system_turn", "both a 'system' key and a system turn")
-            system = top_system
         source = self.source_for(raw)
-        native = obj.get("id")
         return [
             Trajectory(
-                unique_trajectory_id=str(native) if native not in (None, "") else make_id(source, raw),
+                unique_trajectory_id=record_id(source, raw),
                 source=source,
-                task_instruction=system,
+                task_instruction=top_level_system(obj, system),
                 tools=parse_tools(obj.get("tools")),
                 conversation=turns,
             )

@@ -28,17 +28,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    FunctionSpec,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    parse_json_field,
-    require,
-)
+from xlam_hpc.convert.base import Converter, FunctionSpec, Reject, Trajectory, Turn, make_id, parse_json_field, require
+from xlam_hpc.convert.common import add_call, object_schema, tool_turn
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ToolAlpaca"]
@@ -107,7 +98,7 @@ def _tool(name: str, text: str) -> FunctionSpec:
             props[arg], req = _property(spec)
             if req:
                 required.append(arg)
-        params = {"type": "object", "properties": props, "required": required}
+        params = object_schema(props, required)
     return FunctionSpec(name=name, description=description, parameters=params)
 
 
@@ -181,8 +172,7 @@ class ToolAlpaca(Converter):
             args = parse_json_field(action_input, f"step {k} action input")
             if not isinstance(args, dict):
                 raise Reject("invalid_json_field", f"step {k} action input is not a JSON object")
-            call = ToolCall(id=f"call_{len(turns)}_0", name=str(action), arguments=args)
-            turns.append(Turn(role="assistant", content=_thought(thought_text), tool_calls=[call]))
-            turns.append(Turn(role="tool", tool_call_id=call.id, name=call.name, content=str(observation)))
+            call = add_call(turns, str(action), args, _thought(thought_text))
+            turns.append(tool_turn(call, str(observation)))
         turns.append(Turn(role="assistant", content=output.strip()))
         return turns, str(inst.get("Final Thought") or "").strip()

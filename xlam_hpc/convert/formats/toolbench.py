@@ -26,23 +26,13 @@ user turn (it is part of the chain ToolLLaMA trains on).
 from __future__ import annotations
 
 import ast
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from xlam_hpc.convert.base import (
-    Converter,
-    FunctionSpec,
-    Reject,
-    ToolCall,
-    Trajectory,
-    Turn,
-    make_id,
-    require,
-    tool_from_openai,
-)
+from xlam_hpc.convert.base import Converter, FunctionSpec, Reject, Trajectory, Turn, make_id, require, tool_from_openai
+from xlam_hpc.convert.common import add_call, join_thought, json_arguments
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ToolBench"]
@@ -68,12 +58,7 @@ def _arguments(text: Any, where: str) -> dict[str, Any]:
         return text
     if not isinstance(text, str):
         raise Reject("invalid_arguments", f"{where}: arguments should be a JSON string")
-    if not text.strip():
-        return {}
-    try:
-        args = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Reject("invalid_arguments", f"{where}: arguments are not valid JSON ({exc.msg})") from None
+    args = json_arguments(text, where, "invalid_arguments")
     if not isinstance(args, dict):
         raise Reject("invalid_arguments", f"{where}: arguments are {type(args).__name__}, not an object")
     return args
@@ -113,7 +98,7 @@ class _Chain:
             self.pending_thought = ""
 
     def thought(self, text: str) -> None:
-        self.pending_thought = f"{self.pending_thought}\n\n{text}".strip() if text else self.pending_thought
+        self.pending_thought = join_thought(self.pending_thought, text)
 
     def call(self, i: int, name: str, args: dict[str, Any], thought: str) -> str | None:
         """Append an assistant call (or the final answer for Finish); the call id, None for Finish."""
@@ -130,15 +115,7 @@ class _Chain:
             self.turns.append(Turn(role="assistant", content=content))
             self.finished = True
             return None
-        call_id = f"call_{len(self.turns)}_0"
-        self.turns.append(
-            Turn(
-                role="assistant",
-                content=thought,
-                tool_calls=[ToolCall(id=call_id, name=name, arguments=args)],
-            )
-        )
-        return call_id
+        return add_call(self.turns, name, args, thought).id
 
     def observation(self, i: int, call_id: str | None, name: str, text: str) -> None:
         if call_id is None or self.pending_thought:
