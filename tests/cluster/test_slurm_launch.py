@@ -320,3 +320,19 @@ def test_hostile_job_name_is_submitted_as_text(recipe, tmp_path):
     finally:
         subprocess.run(["scancel", job], check=False)
     assert not marker.exists()
+
+
+def test_submit_through_a_cleanenv_container_keeps_ranks_apart(recipe, reference, tmp_path):
+    """`apptainer exec --cleanenv` hides SLURM_* from the ranks: submit hands them in as APPTAINERENV_*,
+    so 2 nodes x 1 rank still train as ranks 0 and 1 (without it both would be rank 0 of 1)."""
+    from tests.cluster.conftest import cleanenv_container
+
+    container, log = cleanenv_container(tmp_path)
+    out = tmp_path / "run"
+    job = _submit(
+        recipe, out, "launch.nodes=2", "launch.tasks_per_node=1", f"launch.container={json.dumps(container)}", wait=True
+    )
+    _wait_finished(out, job)
+    started = log.read_text()
+    assert "procid=0" in started and "procid=1" in started
+    _assert_equal_runs(reference[2], out)

@@ -112,7 +112,7 @@ def test_lora_grid_sweep_as_one_array_then_status(train_data, tmp_path):
     m = re.search(r"submitted sweep of 4 tasks as slurm array (\d+): ", stderr)
     assert m, stderr
     array_job = m.group(1)
-    assert most_running <= 2, f"--max-parallel 2 but {most_running} tasks ran at once"
+    assert 1 <= most_running <= 2, f"--max-parallel 2 but {most_running} tasks seen running at once"
     script = next((sweep / "submitit").rglob("*_submission.sh")).read_text()
     assert "#SBATCH --array=0-3%2" in script, script
 

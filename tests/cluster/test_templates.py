@@ -3,7 +3,10 @@
 Each template is submitted as a user would, with sbatch command-line options in place of the lines a
 user edits (partition, time, GPUs, memory, log file) and RECIPE/OUT/SWEEP_DIR/CONTAINER from the
 environment (`--export=ALL,...,CONTAINER=`: the trainer runs on the host, from this venv). Every run
-uses the tiny model and a few steps, so the whole file takes a few minutes.
+uses the tiny model and a few steps, so the whole file takes about 3.5 minutes. Interruptions: a
+preemption by a `high` job (on the job's node only), USR1 to the batch shell (what
+`--signal=B:USR1@300` sends before the time limit), `scontrol requeue`, and the requeue of one array
+task.
 
 The static checks at the top need no cluster; the cluster tests skip when it is down, except under
 CI=true, where they fail (as in test_cluster_smoke.py).
@@ -23,6 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster.conftest import cleanenv_container
 from tests.integration.conftest import write_recipe
 from xlam_hpc.launch.sweep import task_seed
 
@@ -51,9 +55,13 @@ def test_template_has_the_requeue_contract(name):
         "srun --kill-on-bad-exit=1 ",
         'kill -USR1 "$srun_pid"',
         'xlam-hpc requeue-decision "$OUT" --exit-code "$rc"',
-        'scontrol requeue "$SLURM_JOB_ID"',
     ):
         assert line in text, f"{name}: missing {line!r}"
+    # an array task must name itself JOBID_TASK: the bare id of one task is the whole array's id
+    job = '"$JOB"' if name == "sweep-array.sbatch" else '"$SLURM_JOB_ID"'
+    assert f"scontrol requeue {job}" in text and f"scancel --signal=TERM {job}" in text
+    if name == "sweep-array.sbatch":
+        assert 'JOB="${SLURM_ARRAY_JOB_ID}_$TASK"' in text and '$SLURM_JOB_ID"' not in text
     assert "kill -TERM" not in text.replace("Never `kill -TERM` srun", ""), "srun turns SIGTERM into SIGKILL"
     for option in ("--partition=", "--account=", "--time=", "--ntasks-per-node=", "--gpus-per-node=", "--output="):
         line = next(x for x in text.splitlines() if x.startswith(f"#SBATCH {option}"))
@@ -96,16 +104,20 @@ _IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 _PROBLEM = _cluster_problem()
 
 
-@pytest.fixture
-def cluster():
+# Skipped before their fixtures build anything when the cluster is down; under CI=true they run and
+# fail in _require_cluster (FAILED, not ERROR: a failing fixture would report an error).
+cluster_test = pytest.mark.skipif(
+    _PROBLEM is not None and not _IN_CI, reason=f"local Slurm cluster unavailable: {_PROBLEM}"
+)
+
+
+def _require_cluster() -> None:
     if _PROBLEM is not None:
-        if _IN_CI:
-            pytest.fail(
-                f"CI=true but the local Slurm cluster is unavailable: {_PROBLEM}. "
-                "CI must run `slurm/local-cluster.sh install && slurm/local-cluster.sh up` before pytest.",
-                pytrace=False,
-            )
-        pytest.skip(f"local Slurm cluster unavailable: {_PROBLEM}")
+        pytest.fail(
+            f"CI=true but the local Slurm cluster is unavailable: {_PROBLEM}. "
+            "CI must run `slurm/local-cluster.sh install && slurm/local-cluster.sh up` before pytest.",
+            pytrace=False,
+        )
 
 
 def _job_env() -> dict[str, str]:
@@ -203,7 +215,9 @@ def _xlam(*args: str) -> str:
 
 
 @pytest.mark.slurm
-def test_single_node_template_runs_to_completion(cluster, recipes, tmp_path):
+@cluster_test
+def test_single_node_template_runs_to_completion(recipes, tmp_path):
+    _require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "sft-single-node.sbatch",
@@ -218,37 +232,18 @@ def test_single_node_template_runs_to_completion(cluster, recipes, tmp_path):
     assert (out / "metrics.json").exists() and _trace_steps(out) == [1, 2, 3, 4, 5]
     status = _xlam("status", str(out))
     assert status.startswith("COMPLETED") and f"job {job} " in status and "checkpoint 5" in status, status
-
-
-def _cleanenv_container(tmp_path: Path) -> tuple[str, Path]:
-    """A stand-in for `apptainer exec --nv --cleanenv -B ... IMAGE`: the command runs with none of the
-    host environment except what apptainer --cleanenv lets in (TERM, proxies; APPTAINERENV_X as X) and
-    the "image's" own PATH. It records the node and rank each process was started for."""
-    trace = tmp_path / "container.log"
-    shim = tmp_path / "fake-apptainer"
-    shim.write_text(
-        f"""#!/bin/bash
-set -euo pipefail
-[[ $1 == exec ]] && shift
-while [[ $1 == -* ]]; do case $1 in -B | --bind | --env) shift 2 ;; *) shift ;; esac; done
-shift # the image
-echo "node=${{SLURMD_NODENAME:-?}} procid=${{APPTAINERENV_SLURM_PROCID:-none}} cmd=$1 ${{2:-}}" >>{trace}
-pass=(); for v in ${{!APPTAINERENV_@}}; do pass+=("${{v#APPTAINERENV_}}=${{!v}}"); done
-exec env -i HOME="$HOME" TERM="${{TERM:-dumb}}" PATH="{Path(sys.executable).parent}:/usr/bin:/bin" \\
-    TORCH_EXTENSIONS_DIR="{_job_env()["TORCH_EXTENSIONS_DIR"]}" "${{pass[@]}}" "$@"
-"""
-    )
-    shim.chmod(0o755)
-    return f"{shim} exec --nv --cleanenv -B /scratch,/data {tmp_path}/xlam-hpc.sif", trace
+    assert status.rstrip().endswith(f"logs {log}"), status
 
 
 @pytest.mark.slurm
+@cluster_test
 @pytest.mark.parametrize("container", ["host", "cleanenv"])
-def test_multi_node_template_two_nodes_one_rank_each(cluster, recipes, tmp_path, container):
+def test_multi_node_template_two_nodes_one_rank_each(recipes, tmp_path, container):
     """2 nodes x 1 task. 'cleanenv': through a container that hides the host environment, as
     apptainer --cleanenv does; the ranks still find their rank, world size and rendezvous."""
+    _require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
-    prefix, trace = _cleanenv_container(tmp_path) if container == "cleanenv" else ("", None)
+    prefix, trace = cleanenv_container(tmp_path) if container == "cleanenv" else ("", None)
     job = _sbatch(
         "sft-multi-node.sbatch",
         str(log),
@@ -272,7 +267,9 @@ def test_multi_node_template_two_nodes_one_rank_each(cluster, recipes, tmp_path,
 
 
 @pytest.mark.slurm
-def test_dpo_template_runs_to_completion(cluster, recipes, tmp_path):
+@cluster_test
+def test_dpo_template_runs_to_completion(recipes, tmp_path):
+    _require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "dpo.sbatch",
@@ -287,30 +284,57 @@ def test_dpo_template_runs_to_completion(cluster, recipes, tmp_path):
     assert metrics["step"] == 4
 
 
+def _restarts(job: str) -> int:
+    detail = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False)
+    return int(re.search(r"Restarts=(\d+)", detail.stdout).group(1))
+
+
 @pytest.mark.slurm
-def test_sweep_template_four_tasks_two_at_a_time(cluster, recipes, tmp_path):
+@cluster_test
+def test_sweep_template_four_tasks_two_at_a_time(recipes, tmp_path):
+    """4 array tasks, at most 2 at once, each with its own lr, seed and output_dir. One of them is
+    requeued (USR1 to its batch shell): the task whose own job id is the array's id, the one whose
+    bare-id `scontrol requeue` would requeue every task. Only that task restarts."""
+    _require_cluster()
     sweep = tmp_path / "sweep"
     job = _sbatch(
         "sweep-array.sbatch",
         str(tmp_path / "task-%a.out"),
         "--ntasks-per-node=1",
         export={"RECIPE": str(recipes["sft"]), "SWEEP_DIR": str(sweep), "CONTAINER": ""},
-        args=("train.max_steps=3",),
+        args=("train.max_steps=4",),
     )
 
     def logs() -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("task-*.out")))
 
-    most_running = 0
+    most_running, signalled, deadline = 0, None, time.monotonic() + 2 * JOB_TIMEOUT_S
+    while True:
+        assert time.monotonic() < deadline, f"sweep {job} not done: {_states(job)}\n{logs()[-4000:]}"
+        rows = subprocess.run(
+            ["squeue", "-h", "-t", "all", "-j", job, "-o", "%i %A %T"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        ).stdout.split("\n")
+        tasks = {r.split()[0]: r.split()[1:] for r in rows if re.match(rf"{job}_\d+ ", r)}
+        most_running = max(most_running, sum(state == "RUNNING" for _, state in tasks.values()))
+        bad = {k: v for k, v in tasks.items() if v[1] in TERMINAL - {"COMPLETED"}}
+        assert not bad, f"tasks ended {bad}:\n{logs()[-4000:]}"
+        if signalled is None:
+            owner = next((k for k, (jid, state) in tasks.items() if jid == job and state == "RUNNING"), None)
+            log = tmp_path / f"task-{owner.split('_')[1]}.out" if owner else None
+            if log and log.exists() and re.search(r"^\[restart 0 rank 0\].* step 1/4 ", log.read_text(), re.M):
+                subprocess.run(["scancel", "--batch", "--signal=USR1", owner], check=True, timeout=30)
+                signalled = owner
+        done = len(tasks) == 4 and all(state == "COMPLETED" for _, state in tasks.values())
+        if done and all((sweep / f"task-{i}" / "FINISHED").exists() for i in range(4)):
+            break
+        time.sleep(0.5)
+    assert 1 <= most_running <= 2, f"--array=0-3%2 but {most_running} tasks seen running at once"
+    assert signalled is not None, f"never saw the task holding id {job} running:\n{logs()}"
 
-    def all_finished(states: dict[str, str]) -> bool:
-        nonlocal most_running
-        most_running = max(most_running, sum(s == "RUNNING" for s in states.values()))
-        tasks = {k: v for k, v in states.items() if re.fullmatch(rf"{job}_\d+", k)}
-        return len(tasks) == 4 and all(v == "COMPLETED" for v in tasks.values())
-
-    _wait(job, all_finished, logs, timeout=2 * JOB_TIMEOUT_S)
-    assert most_running <= 2, f"--array=0-3%2 ran {most_running} tasks at once"
     lrs = ["1e-5", "2e-5", "5e-5", "1e-4"]
     for i in range(4):
         out = sweep / f"task-{i}"
@@ -319,18 +343,28 @@ def test_sweep_template_four_tasks_two_at_a_time(cluster, recipes, tmp_path):
         assert f"job {job}_{i} " in text and f"lr={lrs[i]} seed={task_seed(7, i)} -> {out}" in text, text
         config = yaml.safe_load((out / "config.yaml").read_text())
         assert (config["seed"], config["train"]["lr"]) == (task_seed(7, i), float(lrs[i]))
-        assert "step 3/3" in text and "srun exited with 0 -> done finished" in text, text
+        assert "srun exited with 0 -> done finished" in text, text
+        assert _trace_steps(out) == [1, 2, 3, 4]  # the requeued task too: it resumed where it saved
         status = _xlam("status", str(out))
         assert status.startswith("COMPLETED") and f"job {job}_{i} " in status, status
+        assert status.rstrip().endswith(f"logs {tmp_path / f'task-{i}.out'}"), status
+        if f"{job}_{i}" == signalled:
+            assert "srun exited with 75 -> requeue timeout" in text, text
+            assert re.search(r"^\[restart 1 rank 0\].* resumed from checkpoint-\d ", text, re.M), text
+            assert _restarts(signalled) == 1
+        else:
+            assert "[restart 1 " not in text and _restarts(f"{job}_{i}") == 0, text
 
 
 @pytest.mark.slurm
-def test_single_node_template_requeues_and_resumes(cluster, recipes, tmp_path):
+@cluster_test
+def test_single_node_template_requeues_and_resumes(recipes, tmp_path):
     """Two interruptions of one job. (1) USR1 to the batch shell, what `--signal=B:USR1@300` sends before
     the time limit: the trap passes it to srun, the rank saves and exits 75, requeue-decision says
     'requeue timeout' and the batch shell runs `scontrol requeue` itself. (2) `scontrol requeue` from
     outside: Slurm sends SIGTERM, the rank saves, Slurm requeues. Each restart resumes from the
     checkpoint its interruption saved; the log (append mode) holds all three runs."""
+    _require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "sft-single-node.sbatch",
@@ -367,7 +401,57 @@ def test_single_node_template_requeues_and_resumes(cluster, recipes, tmp_path):
     ledger = json.loads((out / "launch" / "ledger.json").read_text())
     assert ledger["timeouts"] == 1 and ledger["failures"] == 0, ledger
     assert ledger["history"][0]["reason"] == "timeout" and ledger["history"][0]["signal"] == "SIGUSR1"
-    detail = subprocess.run(
-        ["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30, check=False
-    ).stdout
-    assert int(re.search(r"Restarts=(\d+)", detail).group(1)) >= 2
+    assert _restarts(job) >= 2
+
+
+@pytest.mark.slurm
+@cluster_test
+def test_single_node_template_preempted_requeues_itself(recipes, tmp_path):
+    """A `high` job preempts the template's job on its node. Partition `low` has GraceTime: only the
+    ranks get SIGTERM; they save and exit 75, so the job would end COMPLETED (Slurm does not requeue a
+    job that exits during the grace). The batch shell's 'requeue preemption' + scontrol requeue
+    brings it back, and it resumes from the checkpoint saved at the signal."""
+    _require_cluster()
+    out, log = tmp_path / "run", tmp_path / "job.out"
+    job = _sbatch(
+        "sft-single-node.sbatch",
+        str(log),
+        "--ntasks-per-node=1",
+        export={"RECIPE": str(recipes["sft"]), "OUT": str(out), "CONTAINER": ""},
+        args=("train.max_steps=8",),
+    )
+    _wait_for(r"^\[restart 0 rank 0\].* step 2/8 ", log, job)
+    node = subprocess.run(
+        ["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout.strip()
+    # only the node this job runs on: the preemption leaves jobs on the other node alone
+    high = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "high",
+            "-N1",
+            "-w",
+            node,
+            "--exclusive",
+            "-o",
+            "/dev/null",
+            "--wrap",
+            "sleep 3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    _completed(job, log, out)
+    assert _states(high).get(high) == "COMPLETED"
+    text = log.read_text()
+    saved = int(re.search(r"^\[restart 0 rank 0\].*SIGTERM: saved checkpoint-(\d+) ", text, re.M).group(1))
+    assert "srun exited with 75 -> requeue preemption" in text, text
+    assert re.search(rf"^\[restart 1 rank 0\].* resumed from checkpoint-{saved} ", text, re.M), text
+    assert _trace_steps(out) == list(range(1, 9))
+    ledger = json.loads((out / "launch" / "ledger.json").read_text())
+    assert (ledger["preemptions"], ledger["timeouts"], ledger["failures"]) == (1, 0, 0), ledger
+    assert _restarts(job) == 1

@@ -33,10 +33,20 @@ def check_sbatch_value(key: str, value: Any) -> str:
     return text
 
 
+# `apptainer exec --cleanenv` keeps only a few variables: the task's SLURM_* (rank, world size, nodes),
+# SUBMITIT_*, NCCL_* and CUDA_VISIBLE_DEVICES must be handed in as APPTAINERENV_* / SINGULARITYENV_*.
+# Runs per task (srun sets them), before the container starts; a no-op for containers that keep the env.
+ENV_PASSTHROUGH = (
+    "for v in ${!SLURM_@} ${!SUBMITIT_@} ${!NCCL_@} CUDA_VISIBLE_DEVICES; do if [[ -v $v ]]; then "
+    'export "APPTAINERENV_$v=${!v}" "SINGULARITYENV_$v=${!v}"; fi; done; exec "$@"'
+)
+
+
 def python_command(launch: LaunchConfig) -> str:
     """The interpreter every task runs, behind the container prefix (e.g. apptainer exec --nv img.sif)."""
-    prefix = shlex.split(launch.container) if launch.container else []
-    return shlex.join([*prefix, "python3" if prefix else _sys_python()])
+    if not launch.container:
+        return shlex.quote(_sys_python())
+    return shlex.join(["bash", "-c", ENV_PASSTHROUGH, "rank", *shlex.split(launch.container), "python3"])
 
 
 def _sys_python() -> str:
@@ -66,7 +76,10 @@ def requeue_teardown(launch: LaunchConfig, output_dir: str) -> list[str]:
         "rc=$?",
         f'decision=$({decide} --exit-code "$rc")',
         'echo "xlam-hpc: step exited with $rc -> $decision (restart ${SLURM_RESTART_COUNT:-0})"',
-        'case "$decision" in requeue*) sleep 2; scontrol requeue "$SLURM_JOB_ID" || '
+        # an array task by its array name: `scontrol requeue <array job id>` requeues every task of the array,
+        # and one task's own SLURM_JOB_ID is that id (the task started last)
+        'job="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+        'case "$decision" in requeue*) sleep 2; scontrol requeue "${job:-$SLURM_JOB_ID}" || '
         'echo "xlam-hpc: scontrol requeue failed; resubmit with the same output_dir" >&2 ;; esac',
         'case "$decision" in done*) exit 0 ;; *) exit "$rc" ;; esac',
     ]

@@ -243,6 +243,8 @@ def run_training(recipe: Recipe) -> int:
     marker.unlink(missing_ok=True)  # e.g. max_steps was raised: train on from the last checkpoint
     stop = StopFlag().install()  # before the slow setup: a signal during start-up still leads to a clean exit
     out.mkdir(parents=True, exist_ok=True)
+    if run.dist.rank == 0:  # a stop record nobody consumed (the batch shell was killed first) is stale now
+        (out / "launch" / "last_stop.json").unlink(missing_ok=True)
     run.setup()
     if run.dist.rank == 0:
         _write_config(recipe, out)

@@ -24,8 +24,10 @@ def device_for(dist: DistEnv) -> Any:
     import torch
 
     if torch.cuda.is_available():
-        torch.cuda.set_device(dist.local_rank)
-        return torch.device("cuda", dist.local_rank)
+        # all of the node's GPUs visible: one per local rank; one visible (--gpus-per-task): that one
+        index = dist.local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 
@@ -44,7 +46,7 @@ def init_process_group(dist: DistEnv, timeout_s: float) -> Collectives:
         with contextlib.suppress(AttributeError, TypeError):  # another DeepSpeed layout: let it build as usual
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(seconds=timeout_s), verbose=False)
-    device = torch.device("cuda", dist.local_rank) if backend == "nccl" else torch.device("cpu")
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
     def all_gather_object(obj: Any) -> list[Any]:
         out: list[Any] = [None] * dist.world_size
