@@ -9,6 +9,7 @@ from the jobs' own logs and appended to runs/test-artifacts/slurm-timings.jsonl.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -91,16 +92,6 @@ def reference(recipe, tmp_path_factory):
     for n in (1, 2):
         _submit(recipe, root / f"ranks{n}", f"launch.tasks_per_node={n}", cluster="local")
     return {n: root / f"ranks{n}" for n in (1, 2)}
-
-
-LONG_STEPS = 60  # the time-limit test needs runs longer than the signal's arrival (30-60 s in)
-
-
-@pytest.fixture(scope="module")
-def long_reference(recipe, tmp_path_factory):
-    out = tmp_path_factory.mktemp("reference-long") / "ranks1"
-    _submit(recipe, out, "launch.tasks_per_node=1", f"train.max_steps={LONG_STEPS}", cluster="local")
-    return out
 
 
 def _state(job: str) -> str:
@@ -230,23 +221,39 @@ def test_preemption_checkpoints_requeues_and_resumes_exactly(recipe, reference, 
     _assert_equal_runs(reference[2], out)
 
 
-def test_time_limit_signal_checkpoints_and_requeues(recipe, long_reference, tmp_path):
+def _elapsed_s(job: str) -> int:
+    text = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True, check=True).stdout
+    parts = [int(x) for x in text.strip().replace("-", ":").split(":")]
+    return sum(v * m for v, m in zip(reversed(parts), (1, 60, 3600, 86400), strict=False))
+
+
+def test_time_limit_signal_checkpoints_and_requeues(recipe, reference, tmp_path):
     out = tmp_path / "run"
-    # 3-minute limit, USR2 120 s before it: slurmctld checks every 30 s, so the signal lands 30-60 s into each
-    # run, mid-training; every run saves, exits 75 and is requeued before its limit until the last one finishes
-    job = _submit(
-        recipe,
-        out,
-        "launch.tasks_per_node=1",
-        "launch.time_min=3",
-        "launch.signal_before_limit_s=120",
-        f"train.max_steps={LONG_STEPS}",
-    )
-    _wait_finished(out, job, timeout=800)
+    job = _submit(recipe, out, "launch.tasks_per_node=1", "launch.signal_before_limit_s=300")
+    wait_for_step(out, 4, timeout=300)
+    # Hold the rank still so the signal lands mid-run on a machine of any speed, then bring the limit close:
+    # slurmctld signals at its next check (the remaining time is inside the 300 s window); slurmstepd sends
+    # SIGCONT with the USR2, so the rank wakes up to a pending signal.
+    pid = _rank_pids(job)[0]
+    stop_record = out / "launch" / "last_stop.json"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        limit_min = _elapsed_s(job) // 60 + 4  # 180-240 s left: inside the window, far from the limit
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}"], check=True)
+        deadline = time.monotonic() + 180
+        while not stop_record.exists():
+            assert time.monotonic() < deadline, "no SIGUSR2 stop recorded within 180 s"
+            time.sleep(0.2)
+        # the requeued run gets the full limit again (else it would be signalled at once, again and again)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], check=True)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    _wait_finished(out, job)
     ledger = json.loads((out / "launch" / "ledger.json").read_text())
-    assert ledger["timeouts"] >= 1 and ledger["failures"] == 0 and ledger["preemptions"] == 0
+    assert (ledger["timeouts"], ledger["failures"], ledger["preemptions"]) == (1, 0, 0)
     _record_timings("time_limit", out, "SIGUSR2")
-    _assert_equal_runs(long_reference, out, LONG_STEPS)
+    _assert_equal_runs(reference[1], out)
 
 
 def test_scontrol_requeue_resumes_from_the_signal_checkpoint(recipe, reference, tmp_path):
