@@ -143,8 +143,8 @@ _SHARD_STAGES = [
     ("decode_record(dict): msgspec.convert + validate_trajectory", "validate.py", "decode_record"),
     ("encode_record (msgspec encode)", "__init__.py", "encode_record"),
     ("tar write: webdataset TarWriter.write -> tarfile.addfile", "writer.py", "write"),
-    ("member index: build_member_index re-scans each closed tar with tarfile", "writer.py", "build_member_index"),
-    ("sha256_file: re-reads each shard and index", "manifest.py", "sha256_file"),
+    ("member index fallback scan (0 unless an offset prediction missed)", "writer.py", "build_member_index"),
+    ("sha256_file of each member index (shards are hashed while written)", "files.py", "sha256_file"),
     ("np.save of the member index", "_npyio_impl.py", "save"),
 ]
 

@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,27 +24,19 @@ import psutil
 import pytest
 import torch
 
+from tests.cluster.conftest import needs_cluster, require_cluster
 from tests.integration.conftest import write_recipe
 from xlam_hpc.testing.runs import effective_trace, final_weights, wait_for_step
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900), needs_cluster]
 
 STEPS = 30
 ARTIFACTS = Path(__file__).resolve().parents[2] / "runs" / "test-artifacts"
 
 
-def _cluster_up() -> bool:
-    if shutil.which("scontrol") is None:
-        return False
-    return subprocess.run(["scontrol", "ping"], capture_output=True, text=True, check=False).returncode == 0
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _require_cluster():
-    if not _cluster_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("the Slurm test cluster is not running (run slurm/local-cluster.sh install && up)")
-        pytest.skip("Slurm test cluster not running (slurm/local-cluster.sh up)")
+def _cluster():
+    require_cluster()
 
 
 @pytest.fixture(scope="module")

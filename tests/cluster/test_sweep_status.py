@@ -13,7 +13,6 @@ import csv
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -22,48 +21,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.cluster.conftest import needs_cluster, require_cluster
 from tests.integration.conftest import write_recipe
 from xlam_hpc.launch.sweep import task_seed
 
-pytestmark = [pytest.mark.slurm, pytest.mark.timeout(400)]
-
-NODES = ("n1", "n2")
-READY_STATES = {"idle", "mix", "alloc", "comp"}
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(400), needs_cluster]
 BASE_SEED = 11
 GRID = [("train.lr", [1e-3, 2e-3]), ("train.lora.r", [4, 8])]
-
-
-def _cluster_problem() -> str | None:
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "`sinfo`/`sbatch` not found: run `slurm/local-cluster.sh install`"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15, check=False)
-        if "is UP" not in ping.stdout:
-            return f"slurmctld not reachable ({(ping.stdout.splitlines() or [ping.stderr.strip()])[0]})"
-        proc = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=15, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        return f"`{exc.cmd[0]}` timed out after 15 s"
-    states = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
-    bad = {n: states.get(n, "missing") for n in NODES if states.get(n, "").strip() not in READY_STATES}
-    return f"nodes not usable: {bad}" if bad else None
-
-
-_IN_CI = os.environ.get("CI", "").strip().lower() == "true"
-_PROBLEM = _cluster_problem()
-
-if _PROBLEM is not None and not _IN_CI:
-    pytest.skip(f"local Slurm cluster unavailable: {_PROBLEM}", allow_module_level=True)
-
-
-def _require_cluster() -> None:
-    if _PROBLEM is not None:
-        pytest.fail(
-            f"CI=true but the local Slurm cluster is unavailable: {_PROBLEM}. "
-            "CI must run `slurm/local-cluster.sh install && slurm/local-cluster.sh up` before pytest.",
-            pytrace=False,
-        )
 
 
 def _running(array_job: str) -> int:
@@ -78,7 +42,7 @@ def _running(array_job: str) -> int:
 
 
 def test_lora_grid_sweep_as_one_array_then_status(train_data, tmp_path):
-    _require_cluster()
+    require_cluster()
     sweep = tmp_path / "sweep"
     recipe = write_recipe(
         tmp_path / "recipe.yaml",

@@ -26,15 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.conftest import cleanenv_container
+from tests.cluster.conftest import cleanenv_container, needs_cluster, require_cluster
 from tests.integration.conftest import write_recipe
 from xlam_hpc.launch.sweep import task_seed
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM_DIR = REPO / "slurm"
 TEMPLATES = ("sft-single-node.sbatch", "sft-multi-node.sbatch", "dpo.sbatch", "sweep-array.sbatch")
-NODES = ("n1", "n2")
-READY_STATES = {"idle", "mix", "alloc", "comp"}
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
 # What a user would edit, given on the command line instead (command-line options beat #SBATCH lines).
 TEST_CLUSTER_OPTS = ["-p", "low", "--time=10", "--gpus-per-node=0", "--cpus-per-task=1", "--mem=1G"]
@@ -80,44 +78,6 @@ def test_template_is_shellcheck_clean(name):
 
 
 # --- cluster ---------------------------------------------------------------------------------------
-
-
-def _cluster_problem() -> str | None:
-    """Why the cluster cannot be used, or None when n1 and n2 are both up (as in test_cluster_smoke.py)."""
-    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
-        return "`sinfo`/`sbatch` not found: run `slurm/local-cluster.sh install`"
-    try:
-        ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=15, check=False)
-        if "is UP" not in ping.stdout:
-            return f"slurmctld not reachable ({(ping.stdout.splitlines() or [ping.stderr.strip()])[0]})"
-        proc = subprocess.run(
-            ["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=15, check=False
-        )
-    except subprocess.TimeoutExpired as exc:
-        return f"`{exc.cmd[0]}` timed out after 15 s"
-    states = dict(line.split(" ", 1) for line in proc.stdout.splitlines() if " " in line)
-    bad = {n: states.get(n, "missing") for n in NODES if states.get(n, "").strip() not in READY_STATES}
-    return f"nodes not usable: {bad}" if bad else None
-
-
-_IN_CI = os.environ.get("CI", "").strip().lower() == "true"
-_PROBLEM = _cluster_problem()
-
-
-# Skipped before their fixtures build anything when the cluster is down; under CI=true they run and
-# fail in _require_cluster (FAILED, not ERROR: a failing fixture would report an error).
-cluster_test = pytest.mark.skipif(
-    _PROBLEM is not None and not _IN_CI, reason=f"local Slurm cluster unavailable: {_PROBLEM}"
-)
-
-
-def _require_cluster() -> None:
-    if _PROBLEM is not None:
-        pytest.fail(
-            f"CI=true but the local Slurm cluster is unavailable: {_PROBLEM}. "
-            "CI must run `slurm/local-cluster.sh install && slurm/local-cluster.sh up` before pytest.",
-            pytrace=False,
-        )
 
 
 def _job_env() -> dict[str, str]:
@@ -215,9 +175,9 @@ def _xlam(*args: str) -> str:
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 def test_single_node_template_runs_to_completion(recipes, tmp_path):
-    _require_cluster()
+    require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "sft-single-node.sbatch",
@@ -236,12 +196,12 @@ def test_single_node_template_runs_to_completion(recipes, tmp_path):
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 @pytest.mark.parametrize("container", ["host", "cleanenv"])
 def test_multi_node_template_two_nodes_one_rank_each(recipes, tmp_path, container):
     """2 nodes x 1 task. 'cleanenv': through a container that hides the host environment, as
     apptainer --cleanenv does; the ranks still find their rank, world size and rendezvous."""
-    _require_cluster()
+    require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     prefix, trace = cleanenv_container(tmp_path) if container == "cleanenv" else ("", None)
     job = _sbatch(
@@ -267,9 +227,9 @@ def test_multi_node_template_two_nodes_one_rank_each(recipes, tmp_path, containe
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 def test_dpo_template_runs_to_completion(recipes, tmp_path):
-    _require_cluster()
+    require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "dpo.sbatch",
@@ -290,12 +250,12 @@ def _restarts(job: str) -> int:
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 def test_sweep_template_four_tasks_two_at_a_time(recipes, tmp_path):
     """4 array tasks, at most 2 at once, each with its own lr, seed and output_dir. One of them is
     requeued (USR1 to its batch shell): the task whose own job id is the array's id, the one whose
     bare-id `scontrol requeue` would requeue every task. Only that task restarts."""
-    _require_cluster()
+    require_cluster()
     sweep = tmp_path / "sweep"
     job = _sbatch(
         "sweep-array.sbatch",
@@ -357,14 +317,14 @@ def test_sweep_template_four_tasks_two_at_a_time(recipes, tmp_path):
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 def test_single_node_template_requeues_and_resumes(recipes, tmp_path):
     """Two interruptions of one job. (1) USR1 to the batch shell, what `--signal=B:USR1@300` sends before
     the time limit: the trap passes it to srun, the rank saves and exits 75, requeue-decision says
     'requeue timeout' and the batch shell runs `scontrol requeue` itself. (2) `scontrol requeue` from
     outside: Slurm sends SIGTERM, the rank saves, Slurm requeues. Each restart resumes from the
     checkpoint its interruption saved; the log (append mode) holds all three runs."""
-    _require_cluster()
+    require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "sft-single-node.sbatch",
@@ -405,13 +365,13 @@ def test_single_node_template_requeues_and_resumes(recipes, tmp_path):
 
 
 @pytest.mark.slurm
-@cluster_test
+@needs_cluster
 def test_single_node_template_preempted_requeues_itself(recipes, tmp_path):
     """A `high` job preempts the template's job on its node. Partition `low` has GraceTime: only the
     ranks get SIGTERM; they save and exit 75, so the job would end COMPLETED (Slurm does not requeue a
     job that exits during the grace). The batch shell's 'requeue preemption' + scontrol requeue
     brings it back, and it resumes from the checkpoint saved at the signal."""
-    _require_cluster()
+    require_cluster()
     out, log = tmp_path / "run", tmp_path / "job.out"
     job = _sbatch(
         "sft-single-node.sbatch",

@@ -19,8 +19,26 @@ DEFAULT_MAX_RECORD_BYTES = 32 * 1024 * 1024
 _CHUNK = 1 << 20
 
 
+class _Located:
+    """`position` and `where` of anything with a path, an index and a kind."""
+
+    __slots__ = ()
+    path: str
+    index: int
+    kind: str
+
+    @property
+    def position(self) -> str:
+        """'line 12', 'record 3' or 'document' (the file is in `path`)."""
+        return {"line": f"line {self.index}", "element": f"record {self.index}", "document": "document"}[self.kind]
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.position}"
+
+
 @dataclass(frozen=True, slots=True)
-class RawRecord:
+class RawRecord(_Located):
     """One parsed input object and where it came from."""
 
     path: str
@@ -30,18 +48,9 @@ class RawRecord:
     kind: str = "line"
     """'line' (JSONL), 'element' (JSON array) or 'document' (one JSON object per file)."""
 
-    @property
-    def position(self) -> str:
-        """'line 12', 'record 3' or 'document' (the file is in `path`)."""
-        return _position(self.kind, self.index)
-
-    @property
-    def where(self) -> str:
-        return f"{self.path}:{self.position}"
-
 
 @dataclass(frozen=True, slots=True)
-class RawError:
+class RawError(_Located):
     """An input position that could not be parsed."""
 
     path: str
@@ -49,18 +58,6 @@ class RawError:
     reason: str
     message: str
     kind: str = "line"
-
-    @property
-    def position(self) -> str:
-        return _position(self.kind, self.index)
-
-    @property
-    def where(self) -> str:
-        return f"{self.path}:{self.position}"
-
-
-def _position(kind: str, index: int) -> str:
-    return {"line": f"line {index}", "element": f"record {index}", "document": "document"}[kind]
 
 
 def sniff_layout(path: Path) -> str:

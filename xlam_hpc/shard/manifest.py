@@ -17,8 +17,9 @@ from typing import Any
 import msgspec
 
 from xlam_hpc.errors import ShardError
+from xlam_hpc.files import fsync_dir
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "Manifest", "ShardInfo", "load_manifest", "sha256_file"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "Manifest", "ShardInfo", "load_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -84,24 +85,8 @@ class Manifest:
             os.fsync(f.fileno())
         final = d / MANIFEST_NAME
         tmp.replace(final)
-        _fsync_dir(d)
+        fsync_dir(d)
         return final
-
-
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_manifest(directory: str | Path) -> Manifest:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from xlam_hpc.errors import ShardError
+from xlam_hpc.files import sha256_file
 from xlam_hpc.schema import Preference, RecordInvalid, Trajectory, decode_record
-from xlam_hpc.shard.manifest import Manifest, ShardInfo, load_manifest, sha256_file
+from xlam_hpc.shard.manifest import Manifest, ShardInfo, load_manifest
 
 __all__ = ["ShardReader", "check_shards"]
 

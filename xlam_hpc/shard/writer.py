@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
 from xlam_hpc.errors import ConfigError, DataError
+from xlam_hpc.files import sha256_file
 from xlam_hpc.rejects import RejectLog
 from xlam_hpc.schema import (
     SCHEMA_VERSION,
@@ -41,7 +42,7 @@ from xlam_hpc.schema import (
     decode_record,
     encode_record,
 )
-from xlam_hpc.shard.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest, sha256_file
+from xlam_hpc.shard.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest
 
 __all__ = ["ExtraMembers", "ShardConfig", "ShardSummary", "write_shards"]
 

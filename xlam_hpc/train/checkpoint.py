@@ -13,7 +13,6 @@ Load: `latest` if its manifest validates, else the newest valid checkpoint (with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ResumeError, XlamError
+from xlam_hpc.files import fsync_dir, sha256_file
 
-__all__ = ["CheckpointError", "CheckpointManager", "Collectives", "check_fingerprint", "fsync_dir", "verify_checkpoint"]
+__all__ = ["CheckpointError", "CheckpointManager", "Collectives", "check_fingerprint", "verify_checkpoint"]
 
 log = logging.getLogger("xlam_hpc.checkpoint")
 MANIFEST = "manifest.json"
@@ -52,21 +52,8 @@ class Collectives:
     broadcast_object: Callable[[Any], Any] = lambda obj: obj
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _hash_and_sync(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            h.update(block)
-        os.fsync(f.fileno())
-    return path.stat().st_size, h.hexdigest()
+    return path.stat().st_size, sha256_file(path, fsync=True)
 
 
 def _io_context(path: Path) -> str:

@@ -12,8 +12,8 @@ import pytest
 from tests.conftest import make_record, write_jsonl
 from xlam_hpc.cli import main
 from xlam_hpc.errors import ConfigError, ShardError
+from xlam_hpc.files import sha256_file
 from xlam_hpc.shard import ShardConfig, ShardReader, inspect_dataset, load_manifest, write_shards
-from xlam_hpc.shard.manifest import sha256_file
 
 
 @pytest.fixture
