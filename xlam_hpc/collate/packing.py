@@ -10,6 +10,7 @@ and is not deterministic per step window.
 from __future__ import annotations
 
 import bisect
+import itertools
 from typing import Any
 
 import numpy as np
@@ -58,17 +59,17 @@ def collate_packed(samples: list[Sample], seq_length: int, pad_id: int) -> dict[
     labels = np.full((rows, seq_length), IGNORE_INDEX, dtype=np.int64)
     pos = np.zeros((rows, seq_length), dtype=np.int64)
     cu_seqlens = []
+    ramp = np.arange(seq_length, dtype=np.int64)
     for r, members in enumerate(bins):
-        at, bounds = 0, [0]
-        for i in members:
-            s = samples[i]
-            n = len(s)
-            ids[r, at : at + n] = s.input_ids
-            labels[r, at : at + n] = _labels(s)
-            pos[r, at : at + n] = np.arange(n)
-            at += n
-            bounds.append(at)
-        pos[r, at:] = np.arange(seq_length - at)  # the padding tail is its own "sequence"
+        lengths = [len(samples[i]) for i in members]
+        bounds = [0, *itertools.accumulate(lengths)]
+        at = bounds[-1]
+        ids[r, :at] = np.concatenate([samples[i].input_ids for i in members])
+        trained = np.concatenate([samples[i].train_mask for i in members])
+        labels[r, :at] = np.where(trained, ids[r, :at], IGNORE_INDEX)
+        for start, n in zip(bounds, lengths, strict=False):
+            pos[r, start : start + n] = ramp[:n]
+        pos[r, at:] = ramp[: seq_length - at]  # the padding tail is its own "sequence"
         cu_seqlens.append(bounds)
     real = sum(len(s) for s in samples)
     return {

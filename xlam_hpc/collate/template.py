@@ -44,6 +44,10 @@ class Rendered:
     group_starts: list[int] | None
     """Character offset where each turn group (a user turn and what follows it) starts; None when the
     template does not expose it (then truncation re-renders instead of estimating)."""
+    specials: list[tuple[int, str]] | None = None
+    """(end offset, text) of every control token the template wrote, in order; None when unknown. Every
+    span and group boundary of the built-in template sits right after one, so its token index can be read
+    from the ids alone (see SampleEncoder) without the tokenizer's offsets."""
 
 
 def to_hf_messages(system: str, turns: list[Turn]) -> list[dict[str, Any]]:
@@ -83,6 +87,18 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+# The built-in template's control tokens besides BOS/EOS (Mistral v3 added tokens).
+_CONTROL = (
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+    "[INST]",
+    "[/INST]",
+    "[TOOL_CALLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+)
+
+
 class BuiltinRenderer:
     """Python twin of templates/mistral_tools.jinja."""
 
@@ -94,21 +110,38 @@ class BuiltinRenderer:
         self.bos, self.eos = bos, eos
         self._tools_text: dict[bytes, str] = {}
 
-    def _tools_block(self, tools: list[FunctionSpec]) -> str:
+    def _tools_json_text(self, tools: list[FunctionSpec]) -> str:
         # Records of one environment share their tool list; json.dumps of it was ~5% of loader time.
         key = _encode(tools)
         text = self._tools_text.get(key)
         if text is None:
             if len(self._tools_text) >= self._TOOLS_CACHE_SIZE:
                 self._tools_text.clear()
-            text = self._tools_text[key] = f"[AVAILABLE_TOOLS] {_dumps(_tools_json(tools))}[/AVAILABLE_TOOLS]"
+            text = self._tools_text[key] = _dumps(_tools_json(tools))
         return text
 
+    @property
+    def control_tokens(self) -> tuple[str, ...]:
+        """Every control token `render` writes (each must be one added token for the ids-only path)."""
+        return tuple(t for t in (self.bos, self.eos, *_CONTROL) if t)
+
     def render(self, system: str, tools: list[FunctionSpec], turns: list[Turn]) -> Rendered:
-        parts: list[str] = [self.bos]
+        parts: list[str] = []
+        specials: list[tuple[int, str]] = []
+        pos = 0
+
+        def add(*pieces: str) -> None:
+            # pieces alternate: control token, text, control token, ... (text may be empty)
+            nonlocal pos
+            for k, piece in enumerate(pieces):
+                parts.append(piece)
+                pos += len(piece)
+                if k % 2 == 0 and piece:
+                    specials.append((pos, piece))
+
+        add(self.bos)
         if tools:
-            parts.append(self._tools_block(tools))
-        pos = sum(len(p) for p in parts)
+            add("[AVAILABLE_TOOLS]", f" {self._tools_json_text(tools)}", "[/AVAILABLE_TOOLS]")
         spans: list[tuple[int, int]] = []
         groups: list[int] = []
         pending_system = system
@@ -117,23 +150,23 @@ class BuiltinRenderer:
                 groups.append(pos)
                 sys_part = f"{pending_system}\n\n" if pending_system else ""
                 pending_system = ""
-                piece = f"[INST] {sys_part}{t.content}[/INST]"
+                add("[INST]", f" {sys_part}{t.content}", "[/INST]")
             elif t.role == "assistant":
-                piece = f" {t.content}" if t.content else ""
+                start = pos
+                if t.content:
+                    parts.append(f" {t.content}")
+                    pos += len(t.content) + 1
                 if t.tool_calls:
                     calls = ", ".join(
-                        f'{{"name": {_dumps(c.name)}, "arguments": {_dumps(c.arguments)}, "id": {_dumps(c.id)}}}'
-                        for c in t.tool_calls
+                        _dumps({"name": c.name, "arguments": c.arguments, "id": c.id}) for c in t.tool_calls
                     )
-                    piece += f"[TOOL_CALLS] [{calls}]"
-                piece += self.eos
-                spans.append((pos, pos + len(piece)))
+                    add("[TOOL_CALLS]", f" [{calls}]")
+                add(self.eos)
+                spans.append((start, pos))
             else:
-                result = f'{{"content": {_dumps(t.content)}, "call_id": {_dumps(t.tool_call_id)}}}'
-                piece = f"[TOOL_RESULTS] {result}[/TOOL_RESULTS]"
-            parts.append(piece)
-            pos += len(piece)
-        return Rendered("".join(parts), spans, groups)
+                result = _dumps({"content": t.content, "call_id": t.tool_call_id})
+                add("[TOOL_RESULTS]", f" {result}", "[/TOOL_RESULTS]")
+        return Rendered("".join(parts), spans, groups, specials)
 
 
 class JinjaRenderer:

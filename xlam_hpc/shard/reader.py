@@ -112,15 +112,28 @@ class ShardReader:
 
     def read_member(self, source: str, index: int, member: str = "json") -> bytes:
         """Raw bytes of one member of one sample."""
+        return self.read_members(source, index, (member,))[0]
+
+    def read_members(self, source: str, index: int, members: tuple[str, ...]) -> list[bytes]:
+        """Raw bytes of several members of one sample, with one read (a sample's members are adjacent)."""
         info, row = self._locate(source, index)
-        col = self._members.get(member)
-        if col is None:
-            raise ShardError(f"{self.root}: samples have no '.{member}' member (members: {list(self._members)})")
-        offset, size = (int(v) for v in self._shard_index(info)[row, 2 * col : 2 * col + 2])
-        data = os.pread(self._fd(info), size, offset)
+        cols = []
+        for member in members:
+            col = self._members.get(member)
+            if col is None:
+                raise ShardError(f"{self.root}: samples have no '.{member}' member (members: {list(self._members)})")
+            cols.append(col)
+        entry = self._shard_index(info)[row].tolist()
+        spans = [(entry[2 * c], entry[2 * c + 1]) for c in cols]
+        if any(o < 0 for o, _ in spans):
+            raise ShardError(f"{self.root / info.path}: sample {row} lacks one of the members {list(members)}")
+        start = min(o for o, _ in spans)
+        size = max(o + n for o, n in spans) - start
+        data = os.pread(self._fd(info), size, start)
         if len(data) != size:
             raise ShardError(f"{self.root / info.path}: sample {row} ends past the end of the file (truncated shard)")
-        return data
+        view = memoryview(data)
+        return [bytes(view[o - start : o - start + n]) if len(spans) > 1 else data for o, n in spans]
 
     def record(self, source: str, index: int) -> Trajectory | Preference:
         """The validated unified record of one sample."""

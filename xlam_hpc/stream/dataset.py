@@ -68,7 +68,7 @@ class StepDataset(IterableDataset):
             sid = f"{source}:{index}"
             reader = self.catalog.readers[source]
             if source in self.stored_tokens:
-                raw = [reader.read_member(source, index, m) for m in ("tok.ids", "tok.mask", "tok.len")]
+                raw = reader.read_members(source, index, ("tok.ids", "tok.mask", "tok.len"))
                 stored[sid] = decode_token_members(sid, *raw, task=self.task)
             else:
                 fresh.append((sid, reader.record(source, index)))

@@ -9,8 +9,9 @@ and no lookup ever needs more than one shard list and one window permutation —
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -29,35 +30,49 @@ class SourceOrder:
     seed: int
     window_shards: int = 4
 
-    @property
+    @cached_property
     def num_samples(self) -> int:
         return sum(self.shard_sizes)
 
     def local_index(self, draw: int) -> int:
         """Source-local sample index of the `draw`-th sample taken from this source."""
         epoch, i = divmod(draw, self.num_samples)
-        shard_perm, window_starts, firsts = _epoch_layout(self, epoch)
-        w = int(np.searchsorted(window_starts, i, side="right")) - 1
-        p = int(_window_perm(self, epoch, w)[i - window_starts[w]])
-        shards = shard_perm[w * self.window_shards : (w + 1) * self.window_shards]
-        sizes = np.asarray(self.shard_sizes)[shards]
-        k = int(np.searchsorted(np.cumsum(sizes), p, side="right"))
-        return int(firsts[shards[k]] + p - (sizes[:k].sum() if k else 0))
+        layout = _epoch_layout(self, epoch)
+        w = bisect.bisect_right(layout.window_starts, i) - 1
+        p = int(_window_perm(self, epoch, w)[i - layout.window_starts[w]])
+        ends = layout.shard_ends[w]
+        k = bisect.bisect_right(ends, p)
+        return layout.shard_firsts[w][k] + p - (ends[k - 1] if k else 0)
 
 
-@lru_cache(maxsize=32)
-def _epoch_layout(order: SourceOrder, epoch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class _Layout:
+    """One epoch's shard order, cut into windows (plain lists: bisect on them beats numpy per lookup)."""
+
+    window_starts: list[int]
+    """Epoch position of each window's first sample."""
+    shard_ends: list[list[int]]
+    """Per window: cumulative sample counts of its shards, in shuffled order."""
+    shard_firsts: list[list[int]]
+    """Per window: source-local index of each of its shards' first sample."""
+
+
+@lru_cache(maxsize=256)
+def _epoch_layout(order: SourceOrder, epoch: int) -> _Layout:
     sizes = np.asarray(order.shard_sizes, dtype=np.int64)
     perm = generator(order.seed, "shards", order.name, epoch).permutation(len(sizes))
-    window_sizes = np.add.reduceat(sizes[perm], np.arange(0, len(sizes), order.window_shards))
-    window_starts = np.concatenate([[0], np.cumsum(window_sizes)[:-1]])
     firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return perm, window_starts, firsts
+    windows = [perm[k : k + order.window_shards] for k in range(0, len(sizes), order.window_shards)]
+    window_sizes = [int(sizes[w].sum()) for w in windows]
+    return _Layout(
+        window_starts=[0, *np.cumsum(window_sizes)[:-1].tolist()],
+        shard_ends=[np.cumsum(sizes[w]).tolist() for w in windows],
+        shard_firsts=[firsts[w].tolist() for w in windows],
+    )
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=256)  # ≥ one live window per source of a large mixture (a perm of 1k samples is 8 KB)
 def _window_perm(order: SourceOrder, epoch: int, window: int) -> np.ndarray:
-    _, window_starts, _ = _epoch_layout(order, epoch)
-    end = window_starts[window + 1] if window + 1 < len(window_starts) else order.num_samples
-    size = int(end - window_starts[window])
+    layout = _epoch_layout(order, epoch)
+    size = layout.shard_ends[window][-1]
     return generator(order.seed, "window", order.name, epoch, window).permutation(size)

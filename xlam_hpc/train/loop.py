@@ -9,6 +9,7 @@ checkpoint protocol and signals.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -250,6 +251,10 @@ def run_training(recipe: Recipe) -> int:
         _write_config(recipe, out)
     loader = run.loader()
     step = run.resume(loader)
+    # Model, optimizer and library objects live as long as the run: keep them out of every full garbage
+    # collection (each walked ~200k objects, ~0.1 s, every few loader steps; bench/loader.py: +20% tokens/s).
+    gc.collect()
+    gc.freeze()
     try:
         code = train_steps(run, loader, step, stop)
     finally:
