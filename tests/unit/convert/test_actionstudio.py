@@ -7,27 +7,15 @@ import json
 import pytest
 
 from tests.conftest import DATA, make_record, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert.formats.actionstudio import ActionStudio
-from xlam_hpc.schema import decode_record
 
 SAMPLE = DATA / "xlam_actionstudio_unified_v2" / "criticlam_example_trajectories.json"
 
 
-def _convert(tmp_path, inputs, fmt, name="out"):
-    out = tmp_path / f"{name}.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / f"{name}.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["actionstudio", "auto"])
 def test_criticlam_examples(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [SAMPLE], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [SAMPLE], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (2, 2, 0)
     assert summary.files[str(SAMPLE)]["format"] == "actionstudio"
     first, second = recs
@@ -55,9 +43,9 @@ def test_criticlam_examples(tmp_path, fmt):
 
 
 def test_own_output_converts_to_identical_records(tmp_path):
-    _convert(tmp_path, [SAMPLE], "actionstudio", "first")
+    run_convert(tmp_path, [SAMPLE], "actionstudio", "first")
     first = tmp_path / "first.jsonl"
-    summary, _, _ = _convert(tmp_path, [first], "auto", "second")
+    summary, _, _ = run_convert(tmp_path, [first], "auto", "second")
     assert summary.files[str(first)]["format"] == "actionstudio"
     assert (tmp_path / "second.jsonl").read_bytes() == first.read_bytes()
 
@@ -74,7 +62,7 @@ def test_own_trajectory_and_preference_records_pass_through(tmp_path):
         "meta": {"k": "v"},
     }
     path = write_jsonl(tmp_path / "own.jsonl", [traj, pref])
-    summary, recs, _ = _convert(tmp_path, [path], "actionstudio")
+    summary, recs, _ = run_convert(tmp_path, [path], "actionstudio")
     assert summary.converted == 2
     assert recs[0]["unique_trajectory_id"] == "mysrc-3" and recs[0]["source"] == "mysrc"
     assert recs[0]["conversation"] == traj["conversation"]
@@ -103,7 +91,7 @@ def test_unknown_keys_go_to_meta(tmp_path):
         ],
     }
     path = write_jsonl(tmp_path / "as.jsonl", [row])
-    _, (rec,), _ = _convert(tmp_path, [path], "actionstudio")
+    _, (rec,), _ = run_convert(tmp_path, [path], "actionstudio")
     assert rec["source"] == "xlam-actionstudio"
     assert (rec["task_instruction"], rec["split"]) == ("Be brief.", "train")
     assert rec["meta"] == {"few_shot_examples": None, "dataset": "toolalpaca"}
@@ -119,7 +107,7 @@ def test_leading_system_turn_becomes_the_instruction(tmp_path):
     ]
     late = [conv[1], conv[0], conv[2]]
     path = write_jsonl(tmp_path / "sys.jsonl", [{"conversation": conv}, {"conversation": late}])
-    _, (rec,), rejects = _convert(tmp_path, [path], "actionstudio")
+    _, (rec,), rejects = run_convert(tmp_path, [path], "actionstudio")
     assert rec["task_instruction"] == "Sys."
     assert [t["role"] for t in rec["conversation"]] == ["user", "assistant"]
     assert [r["reason"] for r in rejects] == ["unknown_role"]
@@ -148,7 +136,7 @@ def test_malformed_records_are_rejected(tmp_path):
         {**good, "critic_score": '{"score": "high"}'},
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "actionstudio")
+    summary, recs, rejects = run_convert(tmp_path, [path], "actionstudio")
     assert (summary.read, summary.converted) == (5, 1)
     assert recs[0]["unique_trajectory_id"] == "xlam-actionstudio---bad---1"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [

@@ -7,28 +7,17 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert import CONVERTERS, ConvertConfig, convert_files
-from xlam_hpc.schema import decode_record
 
 ADP = DATA / "agentinstruct_adp_normalized"
 ETO = DATA / "eto_webshop_sft_sharegpt" / "eto.sample_raw.json"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["agentinstruct", "auto"])
 def test_adp_layout(tmp_path, fmt):
     files = [ADP / f"agenttuning_{s}.sample_raw.json" for s in ("os", "db", "mind2web")]
-    summary, recs, rejects = _convert(tmp_path, files, fmt)
+    summary, recs, rejects = run_convert(tmp_path, files, fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (15, 15, 0)
     assert {summary.files[str(f)]["format"] for f in files} == {"agentinstruct"}
     os42 = recs[0]
@@ -52,7 +41,7 @@ def test_adp_layout(tmp_path, fmt):
 
 
 def test_hf_layout_loss_flags(tmp_path):
-    summary, recs, _ = _convert(tmp_path, [ADP / "agentinstruct_hf_layout.derived.json"], "auto")
+    summary, recs, _ = run_convert(tmp_path, [ADP / "agentinstruct_hf_layout.derived.json"], "auto")
     assert (summary.read, summary.converted) == (2, 2)
     os42, db100 = recs
     trained = [t.get("train", True) for t in os42["conversation"] if t["role"] == "assistant"]
@@ -64,7 +53,7 @@ def test_hf_layout_loss_flags(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["agentinstruct", "auto"])
 def test_eto_webshop_reward(tmp_path, fmt):
-    summary, recs, _rejects = _convert(tmp_path, [ETO], fmt)
+    summary, recs, _rejects = run_convert(tmp_path, [ETO], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (3, 3, 0)
     first, second = recs[0], recs[1]
     assert first["unique_trajectory_id"] == "eto-webshop---eto.sample_raw---webshop_0"
@@ -102,7 +91,7 @@ def test_malformed_records_are_rejected_and_others_kept(tmp_path):
         {**good, "id": "webshop_5", "reward": "high"},
         {"id": "db_6", "conversations": [conv[0], {"from": "gpt", "value": None}]},
     ]
-    summary, recs, rejects = _convert(tmp_path, [write_jsonl(tmp_path / "bad.jsonl", rows)], "agentinstruct")
+    summary, recs, rejects = run_convert(tmp_path, [write_jsonl(tmp_path / "bad.jsonl", rows)], "agentinstruct")
     assert (summary.read, summary.converted) == (7, 1)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "missing_key"),

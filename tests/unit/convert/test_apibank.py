@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import CONVERTERS, ConvertConfig, convert_files
-from xlam_hpc.schema import decode_record
+from tests.unit.convert.helpers import run_convert
+from xlam_hpc.convert import CONVERTERS
 
 AB = DATA / "api_bank"
 LV1 = AB / "lv1-lv2-samples" / "level-1-given-desc"
@@ -21,20 +21,9 @@ LEVEL3 = AB / "test-data" / "level-3.head3.json"
 TRAIN = AB / "training-data" / "lv3-api-train.sel.json"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["api-bank", "auto"])
 def test_raw_dialogues_one_trajectory_per_file(tmp_path, fmt):
-    summary, recs, _rejects = _convert(tmp_path, [AGENDA, STOCK, HOTEL], fmt)
+    summary, recs, _rejects = run_convert(tmp_path, [AGENDA, STOCK, HOTEL], fmt)
     assert summary.files[str(AGENDA)] == {"format": "api-bank", "read": 12, "converted": 1, "rejected": 0}
     assert (summary.converted, summary.num_rejected) == (3, 0)
     agenda, stock, hotel = recs
@@ -85,7 +74,7 @@ def test_raw_dialogues_one_trajectory_per_file(tmp_path, fmt):
 
 
 def test_processed_prompts(tmp_path):
-    summary, recs, _rejects = _convert(tmp_path, [LEVEL1, RESPONSE, TRAIN], "auto")
+    summary, recs, _rejects = run_convert(tmp_path, [LEVEL1, RESPONSE, TRAIN], "auto")
     assert (summary.read, summary.converted, summary.num_rejected) == (9, 9, 0)
     first = recs[0]
     assert first["unique_trajectory_id"] == (
@@ -131,7 +120,7 @@ def test_processed_prompts(tmp_path):
 
 
 def test_level3_chains(tmp_path):
-    summary, recs, _ = _convert(tmp_path, [LEVEL3], "api-bank")
+    summary, recs, _ = run_convert(tmp_path, [LEVEL3], "api-bank")
     assert (summary.read, summary.converted) == (3, 3)
     conv = recs[0]["conversation"]
     assert conv[0] == {
@@ -159,7 +148,7 @@ def test_bad_turn_is_rejected_at_its_line(tmp_path):
     bad += lines[7:]
     bad_path = write_jsonl(tmp_path / "dialogues" / "Bad-level-1-1.jsonl", bad)
     broken = write_jsonl(tmp_path / "dialogues" / "Broken-level-1-2.jsonl", [*lines[:3], "{not json", *lines[4:]])
-    summary, recs, rejects = _convert(tmp_path, [bad_path, AGENDA, broken], "api-bank")
+    summary, recs, rejects = run_convert(tmp_path, [bad_path, AGENDA, broken], "api-bank")
     assert summary.files[str(bad_path)] == {"format": "api-bank", "read": 12, "converted": 0, "rejected": 1}
     assert len(recs) == 1 and recs[0]["meta"]["file"] == AGENDA.name
     assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
@@ -178,7 +167,7 @@ def test_malformed_prompts_are_rejected_and_others_kept(tmp_path):
         {k: v for k, v in good.items() if k != "input"},
         {"requirement": "r", "response": "ok", "apis": [{"api_name": "X", "input": {}}]},
     ]
-    summary, _recs, rejects = _convert(tmp_path, [write_jsonl(tmp_path / "bad.jsonl", rows)], "api-bank")
+    summary, _recs, rejects = run_convert(tmp_path, [write_jsonl(tmp_path / "bad.jsonl", rows)], "api-bank")
     assert (summary.read, summary.converted) == (4, 1)
     assert [(r["position"], r["reason"]) for r in rejects] == [
         ("line 2", "unparseable_call"),

@@ -7,32 +7,16 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert, turn
 from xlam_hpc.convert.formats.hermes import Hermes
-from xlam_hpc.schema import decode_record
 
 HERMES = DATA / "hermes_function_calling_v1" / "hermes_fc_v1_card_examples.json"
 GLAIVE = DATA / "glaive_v2" / "glaive_v2_sample.jsonl"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
-def _t(role, value):
-    return {"from": role, "value": value}
-
-
 @pytest.mark.parametrize("fmt", ["hermes", "auto"])
 def test_hermes_card_examples(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [HERMES], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [HERMES], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (4, 3, 1)
     assert summary.files[str(HERMES)]["format"] == "hermes"
     flights, movie, agent = recs
@@ -66,7 +50,7 @@ def test_hermes_card_examples(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["hermes", "auto"])
 def test_glaive_v2(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [GLAIVE], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [GLAIVE], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (2, 2, 0)
     bmi, plain = recs
     assert bmi["unique_trajectory_id"] == "glaive-fc-v2---glaive_v2_sample---1"
@@ -92,23 +76,23 @@ def test_parallel_calls_and_responses_matched_by_name(tmp_path):
     row = {
         "id": "par-1",
         "conversations": [
-            _t("system", system),
-            _t("human", "both please"),
-            _t(
+            turn("system", system),
+            turn("human", "both please"),
+            turn(
                 "gpt",
                 "Calling both.\n<tool_call>\n{'arguments': {}, 'name': 'a'}\n</tool_call>\n"
                 '<tool_call>\n{"name": "b", "arguments": {"x": null}}\n</tool_call>',
             ),
-            _t(
+            turn(
                 "tool",
                 '<tool_response>\n{"name": "b", "content": "B"}\n</tool_response>\n'
                 "<tool_response>\n{'name': 'a', 'content': {'v': 1}}\n</tool_response>",
             ),
-            _t("gpt", "Both done."),
+            turn("gpt", "Both done."),
         ],
     }
     path = write_jsonl(tmp_path / "par.jsonl", [row])
-    _, (rec,), _ = _convert(tmp_path, [path], "hermes")
+    _, (rec,), _ = run_convert(tmp_path, [path], "hermes")
     assert rec["task_instruction"] == "Tools:\nGo."
     assert [t["name"] for t in rec["tools"]] == ["a", "b"]
     conv = rec["conversation"]
@@ -127,17 +111,17 @@ def test_malformed_records_are_rejected(tmp_path):
     good = json.loads(HERMES.read_text(encoding="utf-8"))[0]
     rows = [
         good,
-        {"id": "x1", "conversations": [_t("human", "q"), _t("gpt", "<tool_call>{'name': 'f',</tool_call>")]},
-        {"id": "x2", "conversations": [_t("human", "q"), _t("tool", "<tool_response>{}</tool_response>")]},
-        {"id": "x3", "conversations": [_t("system", "<tools>\n[{'name': }]\n</tools>"), _t("human", "q")]},
+        {"id": "x1", "conversations": [turn("human", "q"), turn("gpt", "<tool_call>{'name': 'f',</tool_call>")]},
+        {"id": "x2", "conversations": [turn("human", "q"), turn("tool", "<tool_response>{}</tool_response>")]},
+        {"id": "x3", "conversations": [turn("system", "<tools>\n[{'name': }]\n</tools>"), turn("human", "q")]},
         {"system": "SYSTEM: none", "chat": "USER: hi\n\n\nASSISTANT: <functioncall> {'name' <|endoftext|>"},
         {
             "id": "x5",
-            "conversations": [_t("human", "q"), _t("gpt", "<tool_call>{'arguments': {}}</tool_call>")],
+            "conversations": [turn("human", "q"), turn("gpt", "<tool_call>{'arguments': {}}</tool_call>")],
         },
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "hermes")
+    summary, recs, rejects = run_convert(tmp_path, [path], "hermes")
     assert (summary.read, summary.converted) == (6, 1)
     assert recs[0]["unique_trajectory_id"] == good["id"]
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
@@ -152,6 +136,6 @@ def test_malformed_records_are_rejected(tmp_path):
 def test_sniff():
     assert Hermes.sniff(json.loads(HERMES.read_text(encoding="utf-8"))[0]) == 0.9
     assert Hermes.sniff({"system": "SYSTEM: x", "chat": "USER: hi\n\n\nASSISTANT: hello"}) == 0.9
-    plain = {"conversations": [_t("human", "q"), _t("gpt", "a")], "tools": "[]"}
+    plain = {"conversations": [turn("human", "q"), turn("gpt", "a")], "tools": "[]"}
     assert Hermes.sniff(plain) == 0.0
     assert Hermes.sniff({"messages": []}) == 0.0

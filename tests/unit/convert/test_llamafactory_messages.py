@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert.formats.llamafactory_messages import LlamaFactoryMessages
-from xlam_hpc.schema import decode_record
 
 SAMPLE = DATA / "llamafactory_v1_messages_reason_tool_use" / "reason_tool_use_demo_50.head13.jsonl"
-
-
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
 
 
 def _msg(role, *parts, **extra):
@@ -31,7 +17,7 @@ def _msg(role, *parts, **extra):
 
 @pytest.mark.parametrize("fmt", ["llamafactory-messages", "auto"])
 def test_sample_converts(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [SAMPLE], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [SAMPLE], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (13, 13, 0)
     assert summary.files[str(SAMPLE)]["format"] == "llamafactory-messages"
     first = recs[0]
@@ -83,7 +69,7 @@ def test_loss_weight_zero_is_not_trained(tmp_path):
         "tools": "",
     }
     path = write_jsonl(tmp_path / "lw.jsonl", [row])
-    _, (rec,), _ = _convert(tmp_path, [path], "llamafactory-messages")
+    _, (rec,), _ = run_convert(tmp_path, [path], "llamafactory-messages")
     assert rec["conversation"][1]["train"] is False
     assert "train" not in rec["conversation"][3]
     assert rec["conversation"][3]["content"] == "Simple sum.\n\n4"
@@ -110,7 +96,7 @@ def test_malformed_records_are_rejected(tmp_path):
         {"messages": [_msg("user", ("text", "q")), _msg("assistant", ("text", "a"))], "tools": "[{"},
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "llamafactory-messages")
+    summary, recs, rejects = run_convert(tmp_path, [path], "llamafactory-messages")
     assert (summary.read, summary.converted) == (7, 1)
     assert recs[0]["conversation"][0]["content"] == "What are the schools near latitude 40 and longitude -75?"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert.formats.openai_messages import OpenAIMessages
-from xlam_hpc.schema import decode_record
 
 SAMPLE = DATA / "openai_messages" / "openai_sample.jsonl"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["openai", "auto"])
 def test_sample_converts(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [SAMPLE], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [SAMPLE], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (3, 3, 0)
     assert summary.files[str(SAMPLE)]["format"] == "openai"
     parallel, plain, legacy = recs
@@ -79,7 +65,7 @@ def test_malformed_records_are_rejected(tmp_path):
         },
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "openai")
+    summary, recs, rejects = run_convert(tmp_path, [path], "openai")
     assert (summary.read, summary.converted) == (7, 1)
     assert recs[0]["unique_trajectory_id"] == "oa-parallel-1"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [

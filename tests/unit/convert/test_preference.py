@@ -7,24 +7,18 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert.formats.preference import DpoLlamaFactory, DpoTrl
-from xlam_hpc.schema import decode_record
 
 TRL = DATA / "dpo_trl" / "dpo_trl_sample.jsonl"
 RANKING = DATA / "llamafactory_dpo_sharegpt" / "dpo_en_demo.head10.json"
 V1 = DATA / "llamafactory_dpo_sharegpt" / "v1_dpo_demo.jsonl"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        assert "chosen" in decode_record(line).__struct_fields__
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
+def _convert_pairs(tmp_path, inputs, fmt):
+    summary, recs, rejects = run_convert(tmp_path, inputs, fmt)
+    assert all("chosen" in r for r in recs)  # every converted record is a preference pair
+    return summary, recs, rejects
 
 
 def _m(role, content):
@@ -33,7 +27,7 @@ def _m(role, content):
 
 @pytest.mark.parametrize("fmt", ["dpo-trl", "auto"])
 def test_trl_sample(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [TRL], fmt)
+    summary, recs, rejects = _convert_pairs(tmp_path, [TRL], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (3, 3, 0)
     assert summary.files[str(TRL)]["format"] == "dpo-trl"
     strings, conversational, tools = recs
@@ -63,14 +57,14 @@ def test_trl_implicit_prompt(tmp_path):
         "rejected": [_m("user", "hi"), _m("assistant", "hello"), _m("user", "bye?"), _m("assistant", "no")],
     }
     path = write_jsonl(tmp_path / "implicit.jsonl", [row])
-    _, (rec,), _ = _convert(tmp_path, [path], "auto")
+    _, (rec,), _ = _convert_pairs(tmp_path, [path], "auto")
     assert [t["content"] for t in rec["conversation"]] == ["hi", "hello", "bye?"]
     assert (rec["chosen"]["content"], rec["rejected"]["content"]) == ("Goodbye!", "no")
 
 
 @pytest.mark.parametrize("fmt", ["dpo-llamafactory", "auto"])
 def test_llamafactory_ranking_and_v1(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [RANKING, V1], fmt)
+    summary, recs, rejects = _convert_pairs(tmp_path, [RANKING, V1], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (20, 20, 0)
     assert {f["format"] for f in summary.files.values()} == {"dpo-llamafactory"}
     first = recs[0]
@@ -108,7 +102,7 @@ def test_malformed_pairs_are_rejected(tmp_path):
         {**v1_good, "chosen_messages": v1_good["chosen_messages"][:-1]},
     ]
     trl = write_jsonl(tmp_path / "trl_bad.jsonl", trl_rows)
-    summary, _, rejects = _convert(tmp_path, [trl], "dpo-trl")
+    summary, _, rejects = _convert_pairs(tmp_path, [trl], "dpo-trl")
     assert (summary.read, summary.converted) == (4, 1)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "bad_completion"),
@@ -116,7 +110,7 @@ def test_malformed_pairs_are_rejected(tmp_path):
         ("line 4", "wrong_type"),
     ]
     lf = write_jsonl(tmp_path / "lf_bad.jsonl", lf_rows)
-    summary, _, rejects = _convert(tmp_path, [lf], "dpo-llamafactory")
+    summary, _, rejects = _convert_pairs(tmp_path, [lf], "dpo-llamafactory")
     assert (summary.read, summary.converted) == (4, 1)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "prompt_mismatch"),

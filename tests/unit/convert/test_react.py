@@ -7,23 +7,12 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import CONVERTERS, ConvertConfig, convert_files
-from xlam_hpc.schema import decode_record
+from tests.unit.convert.helpers import run_convert
+from xlam_hpc.convert import CONVERTERS
 
 RP = DATA / "react_prompts_hotpotqa_alfworld_webshop"
 FA = DATA / "fireact_hotpotqa_react"
 WEBSHOP_LOG = RP / "webshop_react_run_log_episodes.head6.jsonl"
-
-
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
 
 
 def _by_id(recs):
@@ -33,7 +22,7 @@ def _by_id(recs):
 @pytest.mark.parametrize("fmt", ["react", "auto"])
 def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
     files = [RP / "prompts_naive.json", RP / "fever.json"]
-    summary, recs, _rejects = _convert(tmp_path, files, fmt)
+    summary, recs, _rejects = run_convert(tmp_path, files, fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (2, 63, 0)
     assert {v["format"] for v in summary.files.values()} == {"react"}
     recs = _by_id(recs)
@@ -79,7 +68,7 @@ def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
 
 
 def test_alfworld_prompts(tmp_path):
-    summary, recs, _ = _convert(tmp_path, [RP / "alfworld.json"], "auto")
+    summary, recs, _ = run_convert(tmp_path, [RP / "alfworld.json"], "auto")
     assert (summary.read, summary.converted) == (1, 24)
     put = _by_id(recs)["alfworld-react---alfworld---react_put_0-0"]
     assert put["source"] == "alfworld-react" and [t["name"] for t in put["tools"]] == ["act"]
@@ -102,7 +91,7 @@ def test_alfworld_prompts(tmp_path):
 @pytest.mark.parametrize("fmt", ["react", "auto"])
 def test_webshop_prompts_and_run_log(tmp_path, fmt):
     files = [RP / "webshop_prompts_from_notebook.json", WEBSHOP_LOG]
-    summary, recs, _rejects = _convert(tmp_path, files, fmt)
+    summary, recs, _rejects = run_convert(tmp_path, files, fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (7, 8, 0)
     recs = _by_id(recs)
     prompt = recs["webshop-react---webshop_prompts_from_notebook---prompt1-0"]
@@ -133,7 +122,7 @@ def test_fireact_files(tmp_path, fmt):
         FA / "alpaca_format_hotpotqa.head10.json",
         FA / "trajs_hotpotqa_dev_ft-gpt-3.5.head10.json",
     ]
-    summary, recs, _rejects = _convert(tmp_path, files, fmt)
+    summary, recs, _rejects = run_convert(tmp_path, files, fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (51, 60, 0)
     recs = _by_id(recs)
     gpt = recs["fireact-hotpotqa---gpt_format_hotpotqa.head20---1"]
@@ -170,7 +159,7 @@ def test_malformed_records_are_rejected_and_others_kept(tmp_path):
         {"messages": msgs[:1]},
     ]
     path = write_jsonl(tmp_path / "fireact_bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "react")
+    summary, recs, rejects = run_convert(tmp_path, [path], "react")
     assert (summary.read, summary.converted) == (5, 1)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "unparseable_action"),
@@ -207,7 +196,7 @@ def test_bad_example_is_rejected_alone_and_its_siblings_kept(tmp_path):
     }
     bad = tmp_path / "prompts_bad.json"
     bad.write_text(json.dumps(doc, indent=1), encoding="utf-8")
-    summary, recs, rejects = _convert(tmp_path, [RP / "fever.json", bad], "react")
+    summary, recs, rejects = run_convert(tmp_path, [RP / "fever.json", bad], "react")
     # fever.json: 12 examples; prompts_bad: 6 items (ok 0, mixed 0-2, not_text, last 0), 2 of them bad
     assert (summary.read, summary.converted, summary.num_rejected) == (2, 12 + 4, 2)
     assert summary.files[str(bad)] == {"format": "react", "read": 1, "converted": 4, "rejected": 2}
@@ -239,7 +228,7 @@ def test_bad_eval_log_entry_is_rejected_alone(tmp_path):
     del log[keys[3]]["traj"]
     path = tmp_path / "trajs_hotpotqa_bad.json"
     path.write_text(json.dumps(log, indent=1), encoding="utf-8")
-    summary, recs, rejects = _convert(tmp_path, [path], "react")
+    summary, recs, rejects = run_convert(tmp_path, [path], "react")
     assert (summary.read, summary.converted, summary.num_rejected) == (1, 8, 2)
     assert [(r["position"], r["reason"]) for r in rejects] == [
         ("document item 1", "unknown_action"),

@@ -7,28 +7,17 @@ import json
 import pytest
 
 from tests.conftest import DATA
-from xlam_hpc.convert import CONVERTERS, ConvertConfig, convert_files
-from xlam_hpc.schema import decode_record
+from tests.unit.convert.helpers import run_convert
+from xlam_hpc.convert import CONVERTERS
 
 TA = DATA / "toolalpaca"
 SIM = TA / "toolalpaca-7b-sim.toolsets0-3.json"
 EVAL = TA / "eval_simulated.head2.json"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["toolalpaca", "auto"])
 def test_instances_convert(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [SIM], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [SIM], fmt)
     # 10 Axolotl instances + 12 Améthyste instances, 2 of which failed upstream ({"error": ...}): those two are
     # rejected alone, the toolset's other 10 are kept
     assert (summary.read, summary.converted, summary.num_rejected) == (2, 20, 2)
@@ -83,7 +72,7 @@ def test_instances_convert(tmp_path, fmt):
 
 
 def test_eval_toolsets_without_instances_are_rejected(tmp_path):
-    summary, _recs, rejects = _convert(tmp_path, [EVAL], "toolalpaca")
+    summary, _recs, rejects = run_convert(tmp_path, [EVAL], "toolalpaca")
     assert (summary.read, summary.converted) == (2, 0)
     assert [(r["position"], r["reason"]) for r in rejects] == [
         ("record 0", "no_instances"),
@@ -113,7 +102,7 @@ def test_malformed_toolsets_are_rejected_and_others_kept(tmp_path):
     path = tmp_path / "bad.json"
     rows = [toolsets[1], bad_json, no_fd, bad_step, unparseable, empty]
     path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-    summary, recs, rejects = _convert(tmp_path, [path], "toolalpaca")
+    summary, recs, rejects = run_convert(tmp_path, [path], "toolalpaca")
     # Améthyste 10 (+2 generation errors), BadJson 9 of 10, BadStep 8 of 10, Unparseable 10
     assert (summary.read, summary.converted, summary.num_rejected) == (6, 10 + 9 + 8 + 10, 7)
     assert [(r["position"], r["reason"]) for r in rejects] == [

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.conftest import DATA
-from xlam_hpc.convert import CONVERTERS, ConvertConfig, convert_files
-from xlam_hpc.schema import decode_record
+from tests.unit.convert.helpers import run_convert
+from xlam_hpc.convert import CONVERTERS
 
 TB = DATA / "toolbench"
 G1 = TB / "answer" / "G1_answer" / "11_ChatGPT_DFS_woFilter_w2.json"
@@ -19,20 +19,9 @@ LLAMA = TB / "toolllama_processed" / "G1_demo_DFS_woFilter_w2.json"
 QUERIES = TB / "instruction" / "G3_query.json"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["toolbench", "auto"])
 def test_answer_files(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [G1, G2, G3, COT], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [G1, G2, G3, COT], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (4, 3, 1)
     assert {v["format"] for v in summary.files.values()} == {"toolbench"}
     g1, g2, cot = recs
@@ -94,7 +83,7 @@ def test_answer_files(tmp_path, fmt):
 
 @pytest.mark.parametrize("fmt", ["toolbench", "auto"])
 def test_toolllama_processed(tmp_path, fmt):
-    summary, recs, _rejects = _convert(tmp_path, [LLAMA], fmt)
+    summary, recs, _rejects = run_convert(tmp_path, [LLAMA], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (4, 4, 0)
     step2, *_, step9 = recs
     assert step2["unique_trajectory_id"] == "toolbench---G1_demo_DFS_woFilter_w2---0"
@@ -118,7 +107,7 @@ def test_toolllama_processed(tmp_path, fmt):
 
 
 def test_queries_are_rejected(tmp_path):
-    summary, _recs, rejects = _convert(tmp_path, [QUERIES], "toolbench")
+    summary, _recs, rejects = run_convert(tmp_path, [QUERIES], "toolbench")
     assert (summary.read, summary.converted) == (2, 0)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("record 0", "no_trajectory"),
@@ -149,7 +138,7 @@ def test_malformed_answers_are_rejected_and_others_kept(tmp_path):
         _variant(tmp_path, "badargs", bad_args),
         _variant(tmp_path, "repr", repr_call),
     ]
-    summary, recs, rejects = _convert(tmp_path, [G1, *variants], "toolbench")
+    summary, recs, rejects = run_convert(tmp_path, [G1, *variants], "toolbench")
     assert (summary.read, summary.converted) == (5, 2)
     assert [(r["file"].rsplit("/", 1)[-1], r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("invalid.json", "document", "invalid_data"),

@@ -7,27 +7,15 @@ import json
 import pytest
 
 from tests.conftest import DATA, write_jsonl
-from xlam_hpc.convert import ConvertConfig, convert_files
+from tests.unit.convert.helpers import run_convert
 from xlam_hpc.convert.formats.xlam_fc import XlamFunctionCalling, json_type, xlam_schema
-from xlam_hpc.schema import decode_record
 
 SAMPLE = DATA / "xlam_fc" / "xlam_fc_sample.jsonl"
 
 
-def _convert(tmp_path, inputs, fmt):
-    out = tmp_path / "out.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
-    summary = convert_files(cfg, log=lambda *_: None)
-    lines = out.read_text(encoding="utf-8").splitlines()
-    for line in lines:
-        decode_record(line)
-    rejects = [json.loads(r) for r in (tmp_path / "out.rejects.jsonl").read_text(encoding="utf-8").splitlines()]
-    return summary, [json.loads(line) for line in lines], rejects
-
-
 @pytest.mark.parametrize("fmt", ["xlam-fc", "auto"])
 def test_sample_converts(tmp_path, fmt):
-    summary, recs, rejects = _convert(tmp_path, [SAMPLE], fmt)
+    summary, recs, rejects = run_convert(tmp_path, [SAMPLE], fmt)
     assert (summary.read, summary.converted, summary.num_rejected) == (4, 4, 0)
     assert summary.files[str(SAMPLE)]["format"] == "xlam-fc"
     first = recs[0]
@@ -72,7 +60,7 @@ def test_malformed_records_are_rejected_and_others_kept(tmp_path):
         {"id": 10, "query": "q", "tools": "[]", "answers": json.dumps([{"name": "f", "arguments": "[1]"}])},
     ]
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
-    summary, recs, rejects = _convert(tmp_path, [path], "xlam-fc")
+    summary, recs, rejects = run_convert(tmp_path, [path], "xlam-fc")
     assert (summary.read, summary.converted) == (5, 1)
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "missing_key"),
@@ -88,7 +76,7 @@ def test_call_to_undeclared_tool_fails_validation(tmp_path):
     row = {"id": 3, "query": "q", "tools": "[]", "answers": json.dumps([{"name": "f", "arguments": {}}])}
     tools = [{"name": "g", "description": "", "parameters": {}}]
     path = write_jsonl(tmp_path / "in.jsonl", [row, {**row, "id": 4, "tools": json.dumps(tools)}])
-    summary, _, rejects = _convert(tmp_path, [path], "xlam-fc")
+    summary, _, rejects = run_convert(tmp_path, [path], "xlam-fc")
     assert summary.converted == 1  # no tools declared: any call name is allowed
     assert [r["reason"] for r in rejects] == ["unknown_tool"]
     assert rejects[0]["record_id"] == "xlam-fc-60k---in---4"
