@@ -15,25 +15,18 @@ from xlam_hpc.train.config import LoraConfig, ModelConfig
 
 __all__ = ["PRESETS", "build_model", "check_vocab"]
 
+_TINY: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny-mistral": {
-        "model_type": "mistral",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 8192,
-    },
-    "tiny-llama": {
-        "model_type": "llama",
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 8192,
-    },
+    "tiny-mistral": {"model_type": "mistral", **_TINY},
+    "tiny-llama": {"model_type": "llama", **_TINY},
     "mistral-1b": {
         "model_type": "mistral",
         "hidden_size": 2048,
