@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 __all__ = ["CollateConfig"]
 
@@ -25,8 +25,15 @@ class CollateConfig:
     """Best-fit-decreasing packing of each step's samples into rows of seq_length (position_ids restart per
     sample); False pads every sample to the longest in the step."""
     chat_template: str = "tokenizer"
-    """'tokenizer' (the tokenizer's own template; error if it has none), 'builtin' (xlam-hpc's Mistral-style
-    template with tools), or a path to a Jinja file with {% generation %} blocks."""
+    """'tokenizer' (the model's own template, read from the tokenizer folder; error if it has none),
+    'builtin' (xlam-hpc's Mistral-style template with tools), or a path to a Jinja file. Assistant spans come
+    from {% generation %} blocks when the template has them, else from prefix renderings (docs/your-own-model.md)."""
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra variables for the template, as `apply_chat_template(**kwargs)` passes them: e.g. `date_string`
+    for Llama 3.2 (which otherwise writes today's date), `enable_thinking` for Qwen3."""
+    tool_arguments: Literal["object", "json_string"] = "object"
+    """Tool-call arguments as a JSON object (what HF templates expect) or a JSON string (templates that print
+    `arguments` verbatim)."""
     pad_to_multiple_of: int = 8
 
     def __post_init__(self) -> None:

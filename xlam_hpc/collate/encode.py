@@ -9,11 +9,14 @@ offsets (`encode_batch_fast`, ~1.5x faster), and the control tokens found in the
 ones the template wrote, else that text is tokenized again with offsets (Rust char→token lookups), as
 every text of a Jinja template is.
 Over-long samples drop whole leading turn groups (a user turn and what follows it) while the system
-prompt and tools stay, or are dropped — counted either way.
+prompt and tools stay, or are dropped — counted either way. A record the chat template cannot express
+exactly is rejected and counted by reason (`rejected_<reason>`, first one of each reason logged with its
+id); one whose template rewrites history is split into one sample per trained turn (`split_per_turn`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +24,15 @@ from typing import Any
 import numpy as np
 
 from xlam_hpc.collate.config import CollateConfig
-from xlam_hpc.collate.template import BuiltinRenderer, Rendered, make_renderer
+from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
+from xlam_hpc.collate.template import BuiltinRenderer, make_renderer
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import Preference, Trajectory, Turn
 
 __all__ = ["PairSample", "Sample", "SampleEncoder"]
+
+log = logging.getLogger(__name__)
+_MAX_REJECT_EXAMPLES = 20
 
 
 class _Tokens:
@@ -52,6 +59,28 @@ class _Tokens:
                 return min(t, n)
             char += 1
         return n
+
+    def token_after(self, char: int) -> int:
+        """Index after the token holding character `char - 1` (the last character of a span): a token that
+        runs past a span's end is trained, as the model must produce its first characters."""
+        if self._after is not None or char <= 0:
+            return self.token_at(char)
+        n = len(self.ids)
+        while char > 0:
+            t = self._enc.char_to_token(char - 1)
+            if t is not None:
+                return min(t + 1, n)
+            char -= 1
+        return 0
+
+    def straddles(self, start: int, end: int) -> bool:
+        """Whether the span's first or last token reaches outside it (needs offsets; False on the ids path)."""
+        if self._enc is None or end <= start:
+            return False
+        first, last = self._enc.char_to_token(start), self._enc.char_to_token(end - 1)
+        return (first is not None and self._enc.offsets[first][0] < start) or (
+            last is not None and self._enc.offsets[last][1] > end
+        )
 
     def head(self, n_tokens: int, text_len: int) -> _Tokens:
         return _Tokens(self.ids[:n_tokens], self._enc, text_len, self._after)
@@ -83,7 +112,9 @@ class SampleEncoder:
 
     def __init__(self, tokenizer: Any, cfg: CollateConfig) -> None:
         self.cfg = cfg
-        self.renderer = make_renderer(cfg.chat_template, tokenizer)
+        self.renderer = make_renderer(
+            cfg.chat_template, tokenizer, template_kwargs=cfg.template_kwargs, tool_arguments=cfg.tool_arguments
+        )
         # Our own copy of the Rust tokenizer: HF's __call__ leaves padding/truncation switched on in the shared
         # backend (e.g. after `tokenizer(x, padding="max_length")`), which would silently pad our ids.
         from tokenizers import Tokenizer
@@ -92,6 +123,8 @@ class SampleEncoder:
         self.backend.no_padding()
         self.backend.no_truncation()
         self.stats: Counter[str] = Counter()
+        self.reject_examples: list[tuple[str, str]] = []
+        """(sample id, reason: detail) of the first rejected samples, for `inspect`/`render`."""
         self._control_ids = self._control_token_ids()
         self._is_control = np.zeros(self.backend.get_vocab_size(with_added_tokens=True), dtype=bool)
         self._is_control[list((self._control_ids or {}).values())] = True
@@ -141,18 +174,30 @@ class SampleEncoder:
             return None
         return _Tokens(ids, None, len(r.text), after)
 
-    @staticmethod
-    def _mask(tokens: _Tokens, spans: list[tuple[int, int]], trained: list[bool]) -> np.ndarray:
+    def _mask(self, tokens: _Tokens, spans: list[tuple[int, int] | None], trained: list[bool]) -> np.ndarray:
         mask = np.zeros(len(tokens), dtype=bool)
-        for (start, end), on in zip(spans, trained, strict=True):
-            if on:
-                mask[tokens.token_at(start) : tokens.token_at(end)] = True
+        for span, on in zip(spans, trained, strict=True):
+            if on and span is not None:
+                mask[tokens.token_at(span[0]) : tokens.token_after(span[1])] = True
+                if tokens.straddles(*span):  # a token shared with the prompt: the tokenizer merged across turns
+                    self.stats["boundary_straddles"] += 1
         return mask
 
     def prefix_length(self, rec: Trajectory | Preference) -> int:
         """Tokens of the part truncation never removes: BOS, tools and system prompt."""
-        r = self.renderer.render(rec.task_instruction, rec.tools, [Turn(role="user", content="")])
+        try:
+            r = self.renderer.render(rec.task_instruction, rec.tools, [Turn(role="user", content="")])
+        except (Unrenderable, HistoryRewritten):
+            return 0
         return len(self._tokenize([r])[0])
+
+    def _reject(self, sample_id: str, exc: Unrenderable) -> None:
+        key = f"rejected_{exc.reason}"
+        if not self.stats[key]:
+            log.warning("sample %s rejected by the chat template (%s); counted as %s", sample_id, exc, key)
+        self.stats[key] += 1
+        if len(self.reject_examples) < _MAX_REJECT_EXAMPLES:
+            self.reject_examples.append((sample_id, str(exc)))
 
     # -- SFT ------------------------------------------------------------------------------------
     def _trained_flags(self, turns: list[Turn]) -> list[bool]:
@@ -174,7 +219,7 @@ class SampleEncoder:
         one prompt. Returns None when the sample is dropped."""
         limit = self.cfg.seq_length
         if first is None:
-            first = self._render_all(rec, [turns for turns, _ in variants])
+            first = self._render_all(rec, variants)
         longest = max(range(len(first)), key=lambda i: len(first[i][1]))
         if len(first[longest][1]) <= limit:
             return self._finish(sample_id, first, [flags for _, flags in variants])
@@ -189,7 +234,7 @@ class SampleEncoder:
             cut = users[drop]
             skipped = sum(t.role == "assistant" for t in turns[:cut])
             kept = [(v_turns[cut:], v_flags[skipped:]) for v_turns, v_flags in variants]
-            done = self._render_all(rec, [t for t, _ in kept])
+            done = self._render_all(rec, kept)
             if max(len(tok) for _, tok in done) <= limit:
                 self.stats["truncated"] += 1
                 self.stats["turns_truncated"] += cut
@@ -198,9 +243,17 @@ class SampleEncoder:
         self.stats["dropped_overlong"] += 1
         return None
 
-    def _render_all(self, rec: Trajectory | Preference, variants: list[list[Turn]]) -> list[tuple[Rendered, _Tokens]]:
-        rendered = [self.renderer.render(rec.task_instruction, rec.tools, turns) for turns in variants]
+    def _render_all(
+        self, rec: Trajectory | Preference, variants: list[tuple[list[Turn], list[bool]]]
+    ) -> list[tuple[Rendered, _Tokens]]:
+        rendered = [self._render(rec, turns, flags) for turns, flags in variants]
         return list(zip(rendered, self._tokenize(rendered), strict=True))
+
+    def _render(self, rec: Trajectory | Preference, turns: list[Turn], flags: list[bool]) -> Rendered:
+        r = self.renderer.render(rec.task_instruction, rec.tools, turns, flags)
+        if r.spliced:
+            self.stats["spliced_reply"] += 1
+        return r
 
     @staticmethod
     def _estimate_groups_to_drop(rendered: Rendered, tokens: _Tokens, excess: int) -> int:
@@ -241,14 +294,49 @@ class SampleEncoder:
                     jobs.append((f"{sid}#{k}", rec, rec.conversation[: pos + 1], [False] * k + [True]))
         if isinstance(self.renderer, BuiltinRenderer) and self.cfg.mode == "prompt_answer":
             return self._encode_prefixes(jobs)
-        rendered = [self.renderer.render(rec.task_instruction, rec.tools, turns) for _, rec, turns, _ in jobs]
+        ready: list[tuple[str, Trajectory, list[Turn], list[bool]]] = []
+        rendered: list[Rendered] = []
+        queue = list(reversed(jobs))  # a stack, so split jobs keep their place in the order
+        while queue:
+            sid, rec, turns, flags = job = queue.pop()
+            try:
+                rendered.append(self._render(rec, turns, flags))
+            except HistoryRewritten as exc:
+                if sum(flags) == 1 and flags[-1] and turns[-1].role == "assistant":  # already one turn
+                    self._reject(sid, Unrenderable("prefix_unstable", str(exc)))
+                else:
+                    self.stats["split_per_turn"] += 1
+                    queue += reversed(self._per_turn(job))
+                continue
+            except Unrenderable as exc:
+                self._reject(sid, exc)
+                continue
+            ready.append(job)
         tokens = self._tokenize(rendered)
         out = []
-        for (sid, rec, turns, flags), r, tok in zip(jobs, rendered, tokens, strict=True):
-            fitted = self._fit(sid, rec, [(turns, flags)], [(r, tok)])
+        for (sid, rec, turns, flags), r, tok in zip(ready, rendered, tokens, strict=True):
+            try:
+                fitted = self._fit(sid, rec, [(turns, flags)], [(r, tok)])
+            except (Unrenderable, HistoryRewritten) as exc:  # a truncated variant the template cannot render
+                self._reject(sid, exc if isinstance(exc, Unrenderable) else Unrenderable("prefix_unstable", str(exc)))
+                continue
             if fitted is not None:
                 out += fitted
         return out
+
+    @staticmethod
+    def _per_turn(
+        job: tuple[str, Trajectory, list[Turn], list[bool]],
+    ) -> list[tuple[str, Trajectory, list[Turn], list[bool]]]:
+        """One job per trained turn (ids '<id>#<turn>', as prompt_answer) for a template that rewrites earlier
+        turns once later ones follow: each turn is then trained in the context inference gives it."""
+        sid, rec, turns, flags = job
+        positions = [i for i, t in enumerate(turns) if t.role == "assistant"]
+        return [
+            (f"{sid}#{k}", rec, turns[: pos + 1], [False] * k + [True])
+            for k, (pos, on) in enumerate(zip(positions, flags, strict=True))
+            if on
+        ]
 
     def _encode_prefixes(self, jobs: list[tuple[str, Trajectory, list[Turn], list[bool]]]) -> list[Sample]:
         # The built-in template renders a conversation prefix as a text prefix, and every assistant span
@@ -259,7 +347,8 @@ class SampleEncoder:
         for sid, rec, turns, flags in jobs:
             full = cache.get(rec.unique_trajectory_id)
             if full is None:
-                full = cache[rec.unique_trajectory_id] = self._render_all(rec, [rec.conversation])[0]
+                full = self._render_all(rec, [(rec.conversation, self._trained_flags(rec.conversation))])[0]
+                cache[rec.unique_trajectory_id] = full
             r, tokens = full
             k = len(flags) - 1
             end_char = r.assistant_spans[k][1]
@@ -279,7 +368,11 @@ class SampleEncoder:
                 raise ConfigError(f"sample {sid} is a trajectory; task 'dpo' needs preference sources")
             flags = [False] * sum(t.role == "assistant" for t in rec.conversation) + [True]
             variants = [([*rec.conversation, rec.chosen], flags), ([*rec.conversation, rec.rejected], flags)]
-            fitted = self._fit(sid, rec, variants)
+            try:
+                fitted = self._fit(sid, rec, variants)
+            except (Unrenderable, HistoryRewritten) as exc:
+                self._reject(sid, exc if isinstance(exc, Unrenderable) else Unrenderable("prefix_unstable", str(exc)))
+                continue
             if fitted is not None:
                 out.append(PairSample(sid, *fitted))
         return out

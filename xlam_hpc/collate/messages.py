@@ -1,0 +1,64 @@
+"""Unified records → the message and tool dicts Hugging Face chat templates read.
+
+The shapes are the ones `tokenizer.apply_chat_template(messages, tools=...)` documents: OpenAI-style
+`tool_calls` with `{"type": "function", "function": {"name", "arguments"}}`, tool results as
+`{"role": "tool", "tool_call_id", "name", "content"}`, tools as `{"type": "function", "function": {...}}`.
+Keys without a value are left out, not set to None: templates test `'tool_calls' in message` (Llama 3.1),
+`message.tool_calls is defined` (Mistral, Hermes), and transformers drops None-valued keys the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from xlam_hpc.schema import FunctionSpec, Turn
+
+__all__ = ["ToolArguments", "to_hf_messages", "tools_json"]
+
+ToolArguments = Literal["object", "json_string"]
+
+
+def _arguments(value: dict[str, Any] | str, style: ToolArguments) -> dict[str, Any] | str:
+    if style == "json_string" and not isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    return value
+
+
+def to_hf_messages(system: str, turns: list[Turn], arguments: ToolArguments = "object") -> list[dict[str, Any]]:
+    """Unified turns → the OpenAI/HF message dicts chat templates expect (system message first, if any)."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for t in turns:
+        if t.role == "assistant":
+            msg: dict[str, Any] = {"role": "assistant", "content": t.content}
+            if t.tool_calls:
+                msg["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": _arguments(c.arguments, arguments)},
+                    }
+                    for c in t.tool_calls
+                ]
+            out.append(msg)
+        elif t.role == "tool":
+            msg = {"role": "tool", "content": t.content}
+            if t.tool_call_id is not None:
+                msg["tool_call_id"] = t.tool_call_id
+            if t.name is not None:
+                msg["name"] = t.name
+            out.append(msg)
+        else:
+            out.append({"role": "user", "content": t.content})
+    return out
+
+
+def tools_json(tools: list[FunctionSpec]) -> list[dict[str, Any]]:
+    """The record's functions in the OpenAI tool shape."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
