@@ -146,7 +146,7 @@ class TemplateRenderer:
             if not full.startswith(prompt):
                 if not last_only:
                     raise HistoryRewritten(k)
-                return self._splice(template, messages[: positions[k]], tools, prompt, full, len(positions), k)
+                return self._splice(template, messages[: positions[k]], tools, (prompt, full), (len(positions), k))
             if not text.startswith(full):
                 raise HistoryRewritten(k)
             start, end = len(prompt), len(full.rstrip())
@@ -156,13 +156,13 @@ class TemplateRenderer:
             prev_end = end
         return Rendered(text, spans, None)  # type: ignore[arg-type]
 
-
     def _splice(
-        self, template: str, history: list[dict[str, Any]], tools: Any, prompt: str, full: str, n: int, k: int
+        self, template: str, history: list[dict[str, Any]], tools: Any, texts: tuple[str, str], turn: tuple[int, int]
     ) -> Rendered:
         """Inference prompt + the reply as the template writes it, for a template whose history changes once a
         reply follows (Hermes 3 writes "\\n" before </tool_response> and <|im_end|> only then). The reply starts
         after the last generation prompt in `full`; the generation prompt is what add_generation_prompt adds."""
+        (prompt, full), (n, k) = texts, turn
         (bare,) = _render(template, [history], tools, False, self.kwargs)
         gen = prompt[len(bare) :] if prompt.startswith(bare) else ""
         at = full.rfind(gen) if gen.strip() else -1
@@ -209,4 +209,5 @@ def _check_expressed(r: Rendered, system: str, tools: list[FunctionSpec], turns:
             args = call.arguments if isinstance(call.arguments, dict) else {}
             for key in args:
                 if json.dumps(key, ensure_ascii=False) not in where:
-                    raise Unrenderable("drops_tool_call", f"turn {i}: argument '{key}' of '{call.name}' is not rendered")
+                    detail = f"turn {i}: argument '{key}' of '{call.name}' is not rendered"
+                    raise Unrenderable("drops_tool_call", detail)

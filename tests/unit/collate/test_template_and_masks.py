@@ -13,7 +13,7 @@ from xlam_hpc.collate.jinja_spans import TemplateRenderer
 from xlam_hpc.collate.template import BuiltinRenderer, make_renderer
 from xlam_hpc.convert import ConvertConfig, convert_files
 from xlam_hpc.errors import ConfigError
-from xlam_hpc.schema import Turn, decode_record
+from xlam_hpc.schema import decode_record
 
 
 def _real_records(tmp_path_factory) -> list:
