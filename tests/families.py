@@ -106,3 +106,11 @@ def save_tiny_model(folder: Path, model_type: str, tok: Any, *, seed: int = 0) -
         **TINY,
     )
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(folder, safe_serialization=True)
+
+
+if __name__ == "__main__":  # python -m tests.families FAMILY OUT_DIR: a local model folder for recipes/demos
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] not in FAMILIES:
+        sys.exit(f"usage: python -m tests.families {{{','.join(FAMILIES)}}} OUT_DIR")
+    print(model_folder(sys.argv[1], Path(sys.argv[2]), with_model=True))

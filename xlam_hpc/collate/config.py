@@ -34,6 +34,9 @@ class CollateConfig:
     tool_arguments: Literal["object", "json_string"] = "object"
     """Tool-call arguments as a JSON object (what HF templates expect) or a JSON string (templates that print
     `arguments` verbatim)."""
+    tool_call_ids: Literal["keep", "alnum9"] = "keep"
+    """Tool call ids as in the data, or rewritten to 9 alphanumeric characters derived from them (Mistral
+    templates, e.g. Mistral Nemo's, refuse any other shape; the call and its result keep matching ids)."""
     pad_to_multiple_of: int = 8
 
     def __post_init__(self) -> None:

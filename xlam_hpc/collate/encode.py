@@ -113,7 +113,11 @@ class SampleEncoder:
     def __init__(self, tokenizer: Any, cfg: CollateConfig) -> None:
         self.cfg = cfg
         self.renderer = make_renderer(
-            cfg.chat_template, tokenizer, template_kwargs=cfg.template_kwargs, tool_arguments=cfg.tool_arguments
+            cfg.chat_template,
+            tokenizer,
+            template_kwargs=cfg.template_kwargs,
+            tool_arguments=cfg.tool_arguments,
+            tool_call_ids=cfg.tool_call_ids,
         )
         # Our own copy of the Rust tokenizer: HF's __call__ leaves padding/truncation switched on in the shared
         # backend (e.g. after `tokenizer(x, padding="max_length")`), which would silently pad our ids.

@@ -27,7 +27,7 @@ import json
 import re
 from typing import Any
 
-from xlam_hpc.collate.messages import ToolArguments, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, to_hf_messages, tools_json
 from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
 from xlam_hpc.schema import FunctionSpec, Turn
 
@@ -67,14 +67,20 @@ class TemplateRenderer:
         *,
         template_kwargs: dict[str, Any] | None = None,
         tool_arguments: ToolArguments = "object",
+        tool_call_ids: ToolCallIds = "keep",
     ) -> None:
         self.templates = template if isinstance(template, dict) else {"default": template}
         self.origin = origin
         self.kwargs = {**special_tokens, **(template_kwargs or {})}
-        self.tool_arguments = tool_arguments
+        self.tool_arguments, self.tool_call_ids = tool_arguments, tool_call_ids
         # what the fingerprint of pre-tokenized shards covers
         self.template = json.dumps(
-            {"templates": self.templates, "kwargs": template_kwargs or {}, "arguments": tool_arguments},
+            {
+                "templates": self.templates,
+                "kwargs": template_kwargs or {},
+                "arguments": tool_arguments,
+                "call_ids": tool_call_ids,
+            },
             sort_keys=True,
         )
 
@@ -90,7 +96,7 @@ class TemplateRenderer:
         self, system: str, tools: list[FunctionSpec], turns: list[Turn], trained: list[bool] | None = None
     ) -> Rendered:
         """Text and spans; spans of assistant turns not in `trained` (when given) are None (not derived)."""
-        messages = to_hf_messages(system, turns, self.tool_arguments)
+        messages = to_hf_messages(system, turns, self.tool_arguments, self.tool_call_ids)
         tool_list = tools_json(tools) or None
         template = self._pick(tool_list is not None)
         offset = len(messages) - len(turns)

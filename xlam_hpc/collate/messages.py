@@ -9,14 +9,28 @@ Keys without a value are left out, not set to None: templates test `'tool_calls'
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any, Literal
 
 from xlam_hpc.schema import FunctionSpec, Turn
 
-__all__ = ["ToolArguments", "to_hf_messages", "tools_json"]
+__all__ = ["ToolArguments", "ToolCallIds", "to_hf_messages", "tools_json"]
 
 ToolArguments = Literal["object", "json_string"]
+ToolCallIds = Literal["keep", "alnum9"]
+_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def alnum9(call_id: str) -> str:
+    """A 9-character alphanumeric id derived from `call_id` (Mistral templates and vLLM's Mistral parser
+    require that shape): stable, so a call and the tool result answering it keep matching ids."""
+    n = int.from_bytes(hashlib.sha256(call_id.encode()).digest()[:8], "big")
+    out = []
+    for _ in range(9):
+        n, r = divmod(n, len(_ALNUM))
+        out.append(_ALNUM[r])
+    return "".join(out)
 
 
 def _arguments(value: dict[str, Any] | str, style: ToolArguments) -> dict[str, Any] | str:
@@ -25,8 +39,11 @@ def _arguments(value: dict[str, Any] | str, style: ToolArguments) -> dict[str, A
     return value
 
 
-def to_hf_messages(system: str, turns: list[Turn], arguments: ToolArguments = "object") -> list[dict[str, Any]]:
+def to_hf_messages(
+    system: str, turns: list[Turn], arguments: ToolArguments = "object", call_ids: ToolCallIds = "keep"
+) -> list[dict[str, Any]]:
     """Unified turns → the OpenAI/HF message dicts chat templates expect (system message first, if any)."""
+    ident = alnum9 if call_ids == "alnum9" else str
     out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for t in turns:
         if t.role == "assistant":
@@ -34,7 +51,7 @@ def to_hf_messages(system: str, turns: list[Turn], arguments: ToolArguments = "o
             if t.tool_calls:
                 msg["tool_calls"] = [
                     {
-                        "id": c.id,
+                        "id": ident(c.id),
                         "type": "function",
                         "function": {"name": c.name, "arguments": _arguments(c.arguments, arguments)},
                     }
@@ -44,7 +61,7 @@ def to_hf_messages(system: str, turns: list[Turn], arguments: ToolArguments = "o
         elif t.role == "tool":
             msg = {"role": "tool", "content": t.content}
             if t.tool_call_id is not None:
-                msg["tool_call_id"] = t.tool_call_id
+                msg["tool_call_id"] = ident(t.tool_call_id)
             if t.name is not None:
                 msg["name"] = t.name
             out.append(msg)

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from xlam_hpc.collate.messages import ToolArguments, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, to_hf_messages, tools_json
 from xlam_hpc.collate.rendered import Rendered
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import FunctionSpec, Turn
@@ -131,6 +131,7 @@ def make_renderer(
     *,
     template_kwargs: dict[str, Any] | None = None,
     tool_arguments: ToolArguments = "object",
+    tool_call_ids: ToolCallIds = "keep",
 ) -> Any:
     """Renderer for `collate.chat_template` ('tokenizer' | 'builtin' | path to a Jinja file)."""
     from xlam_hpc.collate.jinja_spans import TemplateRenderer
@@ -140,7 +141,11 @@ def make_renderer(
     specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
     specials.setdefault("bos_token", bos)
     specials.setdefault("eos_token", eos)
-    opts: dict[str, Any] = {"template_kwargs": template_kwargs, "tool_arguments": tool_arguments}
+    opts: dict[str, Any] = {
+        "template_kwargs": template_kwargs,
+        "tool_arguments": tool_arguments,
+        "tool_call_ids": tool_call_ids,
+    }
     if choice == "builtin":
         return BuiltinRenderer(bos, eos)
     if choice == "tokenizer":
@@ -150,7 +155,11 @@ def make_renderer(
                 "the tokenizer has no chat template and no fallback was chosen: set collate.chat_template=builtin "
                 "(xlam-hpc's Mistral-style template with tools) or to a Jinja file"
             )
-        if template == BUILTIN_TEMPLATE and not template_kwargs and tool_arguments == "object":
+        if (
+            template == BUILTIN_TEMPLATE
+            and not template_kwargs
+            and (tool_arguments, tool_call_ids) == ("object", "keep")
+        ):
             return BuiltinRenderer(bos, eos)
         return TemplateRenderer(template, specials, "the tokenizer", **opts)
     path = Path(choice)
