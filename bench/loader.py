@@ -13,7 +13,12 @@ Measured:
   shards + `interleave_datasets(probabilities)` + chat template per sample + padding to seq_length;
 - resume cost: load_state_dict + first batch at global sample 100k vs at 0, next to a
   `skip_first_batches`-style replay (measured over --replay-samples, scaled to 100k);
-- non-pad fraction with packing at --seq-length; loader state size in bytes.
+- non-pad fraction with packing at --seq-length; loader state size in bytes;
+- a model's own chat template (real Qwen2.5 / Qwen3 / Llama 3.1 / Hermes 3 tokenizers and templates from
+  tests/data/model_families): records/s of the encoder (render + tokenize + masks) with spans derived
+  from prefix renderings, vs the built-in template's fast path on the same records, vs one plain Jinja
+  render of the whole conversation per record + tokenization (what `apply_chat_template` costs: the floor
+  if a template had {% generation %} blocks); and the pre-tokenized loader with that template vs on the fly.
 """
 
 from __future__ import annotations
@@ -169,6 +174,84 @@ def resume_seconds(make, positions: tuple[int, ...], repeats: int = 7) -> dict[i
     return {p: statistics.median(v) for p, v in times.items()}
 
 
+def _encode_rate(encoder, records: list, chunk: int = 256) -> tuple[float, float]:
+    """(records/s, tokens/s) of encode_sft over `records`, in loader-sized chunks."""
+    items = [(r.unique_trajectory_id, r) for r in records]
+    t, toks = time.perf_counter(), 0
+    for at in range(0, len(items), chunk):
+        toks += sum(len(s) for s in encoder.encode_sft(items[at : at + chunk]))
+    dt = time.perf_counter() - t
+    return len(items) / dt, toks / dt
+
+
+def _plain_render_rate(encoder, tok, records: list) -> float:
+    """records/s of one Jinja render of each whole conversation (apply_chat_template's work) + tokenization."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    from xlam_hpc.collate.messages import to_hf_messages, tools_json
+
+    r = encoder.renderer
+    t = time.perf_counter()
+    for rec in records:
+        try:
+            (text,), _ = render_jinja_template(
+                conversations=[
+                    to_hf_messages(rec.task_instruction, rec.conversation, r.tool_arguments, r.tool_call_ids)
+                ],
+                tools=tools_json(rec.tools) or None,
+                chat_template=r._pick(bool(rec.tools)),
+                **r.kwargs,
+            )
+        except Exception:  # the template refuses this record (the encoder counts it as rejected)
+            continue
+        tok.backend_tokenizer.encode(text, add_special_tokens=False)
+    return len(records) / (time.perf_counter() - t)
+
+
+def template_cost(work: Path, corpus: Path, plain: Path, families: list[str], args: argparse.Namespace) -> dict:
+    """Prefix-rendering cost of each family's own template against the built-in template (see docstring)."""
+    from tests.families import model_folder
+    from xlam_hpc.collate import SampleEncoder
+    from xlam_hpc.schema import decode_record
+
+    records = [decode_record(line) for line in corpus.read_bytes().splitlines()[:1000]]
+    seq_length, batch, steps = args.seq_length, args.batch, args.steps
+    builtin = SampleEncoder(load_tokenizer("mistral-v3"), CollateConfig(seq_length=seq_length, chat_template="builtin"))
+    base_rps, base_tps = _encode_rate(builtin, records)
+    out: dict = {
+        "records": len(records),
+        "builtin": {"records_per_s": round(base_rps), "tokens_per_s": round(base_tps)},
+    }
+    for family in families:
+        folder = model_folder(family, work / "models")
+        tok = load_tokenizer(str(folder))
+        collate = CollateConfig(seq_length=seq_length, tool_call_ids="alnum9" if family == "mistral-nemo" else "keep")
+        enc = SampleEncoder(tok, collate)
+        rps, tps = _encode_rate(enc, records)
+        plain_rps = _plain_render_rate(enc, tok, records)
+        stored = work / f"stored-{family}"
+        write_tokenized_shards(
+            ShardConfig(inputs=[str(corpus)], output_dir=str(stored), samples_per_shard=256, progress=False),
+            tokenizer=str(folder),
+            collate=collate,
+        )
+        pre = build_loader(StreamConfig(shards=[str(stored)], global_batch_size=batch), collate, tok, seed=0)
+        fly = build_loader(StreamConfig(shards=[str(plain)], global_batch_size=batch), collate, tok, seed=0)
+        pre_tps, fly_tps = tokens_per_s(pre, steps * 2)[0], tokens_per_s(fly, steps)[0]
+        out[family] = {
+            "records_per_s": round(rps),
+            "tokens_per_s": round(tps),
+            "vs_builtin_records_per_s": round(rps / base_rps, 3),
+            "plain_render_records_per_s": round(plain_rps),
+            "vs_plain_render": round(rps / plain_rps, 3),
+            "stats": dict(sorted(enc.stats.items())),
+            "loader_on_the_fly_tokens_per_s": round(fly_tps),
+            "loader_pretokenized_tokens_per_s": round(pre_tps),
+            "pretokenized_vs_on_the_fly": round(pre_tps / fly_tps, 2),
+        }
+    return out
+
+
 def packing_fraction(shards: Path, tokenizer, collate: CollateConfig, per_step: int, steps: int = 6) -> float:
     loader = build_loader(StreamConfig(shards=[str(shards)], global_batch_size=per_step), collate, tokenizer, seed=0)
     return 1 - statistics.fmean(next(loader)["pad_fraction"] for _ in range(steps))
@@ -181,6 +264,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="samples per step (one rank): the packing window")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--replay-samples", type=int, default=4096)
+    ap.add_argument("--families", default="qwen2.5,qwen3,llama-3.1,hermes-3", help="model templates to cost")
+    ap.add_argument("--only-templates", action="store_true", help="just the model-template section")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     tok = load_tokenizer("mistral-v3")
@@ -195,6 +280,12 @@ def main() -> None:
             tokenizer="mistral-v3",
             collate=collate,
         )
+
+        families = [f for f in args.families.split(",") if f]
+        templates = template_cost(work, corpus, plain, families, args)
+        if args.only_templates:
+            print(json.dumps({"bench": "loader", "model_templates": templates}, indent=1))
+            return
 
         def make(shards=plain, workers=0):
             cfg = StreamConfig(shards=[str(shards)], global_batch_size=args.batch, num_workers=workers)
@@ -254,6 +345,7 @@ def main() -> None:
         "packing_non_pad_fraction": round(nonpad, 4),
         "packing_non_pad_fraction_by_samples_per_step": packing,
         "state_bytes": state_bytes,
+        "model_templates": templates,
         "targets": {
             "loader_vs_tokenizer_only": ">= 0.9",
             "pretokenized_vs_on_the_fly": ">= 10",
