@@ -223,7 +223,7 @@ def trl_conversations(recipe_path: Path, trace: dict[int, dict[str, Any]], token
     import msgspec
 
     from xlam_hpc.collate import SampleEncoder
-    from xlam_hpc.collate.template import _tools_json, to_hf_messages
+    from xlam_hpc.collate.messages import to_hf_messages, tools_json
     from xlam_hpc.recipe import load_recipe
     from xlam_hpc.stream import open_catalog
 
@@ -248,7 +248,7 @@ def trl_conversations(recipe_path: Path, trace: dict[int, dict[str, Any]], token
             rows.append(
                 {
                     "messages": to_hf_messages(kept.task_instruction, kept.conversation),
-                    "tools": json.dumps(_tools_json(kept.tools)) if kept.tools else None,
+                    "tools": json.dumps(tools_json(kept.tools)) if kept.tools else None,
                 }
             )
             ours.append((sample.input_ids.tolist(), sample.train_mask.astype(int).tolist()))

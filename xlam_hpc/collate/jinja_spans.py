@@ -24,6 +24,7 @@ model stops at the marker. Templates with `{% generation %}` blocks use those bl
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -32,6 +33,8 @@ from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
 from xlam_hpc.schema import FunctionSpec, Turn
 
 __all__ = ["TemplateRenderer", "has_generation_blocks"]
+
+log = logging.getLogger(__name__)
 
 _GENERATION = re.compile(r"\{%-?\s*generation\s*-?%\}")
 _THINK = re.compile(r"</?think>")
@@ -81,6 +84,12 @@ class TemplateRenderer:
         self.origin = origin
         self.kwargs = {**special_tokens, **(template_kwargs or {})}
         self.tool_arguments, self.tool_call_ids = tool_arguments, tool_call_ids
+        if any("strftime_now" in t for t in self.templates.values()) and "date_string" not in self.kwargs:
+            log.warning(
+                "the chat template from %s writes today's date (strftime_now): samples rendered on another day "
+                "differ, so set collate.template_kwargs.date_string for runs that must resume exactly",
+                origin,
+            )
         # what the fingerprint of pre-tokenized shards covers
         self.template = json.dumps(
             {
