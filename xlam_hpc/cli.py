@@ -1,6 +1,6 @@
 """`xlam-hpc` command line: one subcommand per stage of the data flow.
 
-convert → shard → inspect → stream → train → submit/sweep/status. Heavy imports (torch, deepspeed)
+convert → shard → inspect → render → stream → train → submit/sweep/status. Heavy imports (torch, deepspeed)
 happen inside the handlers so `xlam-hpc --help` and the data commands start fast. Every XlamError is
 printed as one line naming the file/record at fault; a traceback means a bug.
 """
@@ -11,9 +11,14 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from xlam_hpc import __version__
-from xlam_hpc.errors import XlamError
+from xlam_hpc.errors import ConfigError, XlamError
+
+if TYPE_CHECKING:
+    from xlam_hpc.collate import CollateConfig
+    from xlam_hpc.recipe import Recipe
 
 __all__ = ["main"]
 
@@ -58,6 +63,36 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_tokenizer(recipe: Recipe) -> str:
+    """The tokenizer a recipe trains with (the one place the CLI resolves it)."""
+    return recipe.tokenizer
+
+
+def _collate_overrides(args: argparse.Namespace) -> list[str]:
+    """`collate.KEY=VALUE` overrides from the --seq-length/--chat-template/--mode/--loss-on options."""
+    opts = {"seq_length": args.seq_length, "chat_template": args.chat_template, "mode": args.mode}
+    opts["loss_on"] = args.loss_on
+    return [f"collate.{k}={json.dumps(v)}" for k, v in opts.items() if v is not None]
+
+
+def _shard_collate(args: argparse.Namespace, tokenizer: Any) -> CollateConfig:
+    """The collate options of `shard --tokenizer`: a recipe's collate section (--recipe) or the defaults (the
+    tokenizer's own chat template when it has one), then the options and `--collate KEY=VALUE`. With
+    `tokenizer` None: only checks the options (before the tokenizer is loaded)."""
+    from xlam_hpc.collate import CollateConfig
+    from xlam_hpc.collate.pretokenize import default_collate
+    from xlam_hpc.config import apply_overrides, config_from_dict, config_to_dict
+
+    if args.recipe:
+        from xlam_hpc.recipe import load_recipe
+
+        base = config_to_dict(load_recipe(args.recipe).collate)
+    else:
+        base = config_to_dict(default_collate(tokenizer) if tokenizer is not None else CollateConfig())
+    overrides = [o.removeprefix("collate.") for o in _collate_overrides(args)] + list(args.collate or [])
+    return config_from_dict(CollateConfig, apply_overrides(base, overrides), source="shard collate options")
+
+
 def _cmd_shard(args: argparse.Namespace) -> int:
     from xlam_hpc.shard import ShardConfig, write_shards
 
@@ -69,10 +104,21 @@ def _cmd_shard(args: argparse.Namespace) -> int:
         rejects=args.rejects,
         progress=not args.no_progress,
     )
-    if args.tokenizer:
+    tokenizer = args.tokenizer
+    if args.recipe and not tokenizer:
+        from xlam_hpc.recipe import load_recipe
+
+        tokenizer = _recipe_tokenizer(load_recipe(args.recipe))
+    collate_opts = (args.chat_template, args.mode, args.loss_on, args.collate)
+    if not tokenizer and any(o is not None for o in collate_opts):
+        raise ConfigError("--chat-template/--mode/--loss-on/--collate need --tokenizer (or --recipe)")
+    if tokenizer:
+        from xlam_hpc.collate import load_tokenizer
         from xlam_hpc.collate.pretokenize import write_tokenized_shards
 
-        summary = write_tokenized_shards(cfg, tokenizer=args.tokenizer, seq_length=args.seq_length)
+        _shard_collate(args, None)  # option errors before the (slow) tokenizer load
+        tok = load_tokenizer(tokenizer)
+        summary = write_tokenized_shards(cfg, tokenizer=tokenizer, collate=_shard_collate(args, tok), loaded=tok)
     else:
         summary = write_shards(cfg)
     s = summary.to_dict()
@@ -82,6 +128,12 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     )
     for source, n in s["sources"].items():
         print(f"  {source}: {n}")
+    if tokenizer:
+        from xlam_hpc.shard import load_manifest
+        from xlam_hpc.shard.inspect import tokenizer_lines
+
+        for line in tokenizer_lines(load_manifest(summary.output_dir).tokenizer):
+            print(line)
     return 0
 
 
@@ -101,10 +153,71 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"integrity: {report['integrity']}")
         for problem in report["problems"]:
             print(f"  {problem}")
+        from xlam_hpc.shard.inspect import tokenizer_lines
+
+        for line in tokenizer_lines(report["tokenizer"]):
+            print(line)
         for source, texts in report["samples"].items():
             for text in texts:
                 print(f"\n[{source}]\n{text}")
     return 0 if report["integrity"] == "ok" else 1
+
+
+def _render_recipe(args: argparse.Namespace) -> tuple[Recipe, Any]:
+    """The recipe `render` encodes with and its tokenizer: RECIPE.yaml, or a shard directory plus --tokenizer
+    (defaults: the manifest's tokenizer and collate options when the shards are pre-tokenized, else the
+    tokenizer's own chat template when it has one), then the options and KEY=VALUE overrides."""
+    from pathlib import Path
+
+    from xlam_hpc.collate import load_tokenizer
+    from xlam_hpc.recipe import load_recipe
+
+    overrides = [*args.overrides, *_collate_overrides(args)]
+    if args.tokenizer:
+        overrides.append(f"tokenizer={json.dumps(args.tokenizer)}")
+    target = Path(args.target)
+    if not target.is_dir():
+        recipe = load_recipe(target, overrides)
+        return recipe, load_tokenizer(_recipe_tokenizer(recipe))
+    from xlam_hpc.shard import load_manifest
+
+    stored = load_manifest(target).tokenizer or {}
+    tokenizer = args.tokenizer or stored.get("tokenizer")
+    if not tokenizer:
+        raise ConfigError(f"{target}: not pre-tokenized; give --tokenizer (a model folder or 'mistral-v3')")
+    tok = load_tokenizer(tokenizer)
+    if stored.get("collate") and stored.get("tokenizer") == tokenizer:
+        collate = dict(stored["collate"])
+    else:
+        from xlam_hpc.collate.pretokenize import default_collate
+        from xlam_hpc.config import config_to_dict
+
+        collate = config_to_dict(default_collate(tok))
+    base = {"tokenizer": tokenizer, "data": {"shards": [str(target)]}, "collate": collate}
+    recipe = load_recipe(None, overrides, base=base)
+    return recipe, tok if _recipe_tokenizer(recipe) == tokenizer else load_tokenizer(_recipe_tokenizer(recipe))
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    import os
+
+    from xlam_hpc.collate import SampleEncoder
+    from xlam_hpc.collate.show import encode_records, first_records, format_report
+
+    if args.samples < 1:
+        raise ConfigError(f"--samples must be >= 1, got {args.samples}")
+    recipe, tokenizer = _render_recipe(args)
+    used = args.source or [k for k, w in recipe.data.weights.items() if w > 0] or None
+    records, kinds = first_records(recipe.data.shards, args.samples, used)
+    if not os.path.isdir(args.target):  # a recipe: its task must fit its data, as the loader checks
+        want = "preference" if recipe.task == "dpo" else "trajectory"
+        for name, kind in kinds.items():
+            if kind != want:
+                raise ConfigError(f"source '{name}' holds {kind} records; task '{recipe.task}' needs {want} records")
+    encoder = SampleEncoder(tokenizer, recipe.collate)
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
+    print(format_report(encode_records(encoder, records), tokenizer, color=color))
+    return 0
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
@@ -246,6 +359,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_collate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seq-length", type=int, help="collate.seq_length (default 4096)")
+    p.add_argument("--chat-template", help="collate.chat_template: tokenizer | builtin | FILE.jinja")
+    p.add_argument("--mode", choices=["trajectory", "prompt_answer"], help="collate.mode")
+    p.add_argument("--loss-on", choices=["all", "last"], help="collate.loss_on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xlam-hpc", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"xlam-hpc {__version__}")
@@ -272,7 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset in DIR")
     p.add_argument("--tokenizer", help="also store token ids for this tokenizer (path or 'mistral-v3')")
-    p.add_argument("--seq-length", type=int, default=4096, help="with --tokenizer: the render's seq_length")
+    p.add_argument("--recipe", metavar="RECIPE.yaml", help="store token ids for this recipe's tokenizer and collate")
+    _add_collate_options(p)
+    p.add_argument(
+        "--collate",
+        action="append",
+        metavar="KEY=VALUE",
+        help="with --tokenizer: any collate option, e.g. --collate template_kwargs.date_string='26 Jul 2024'",
+    )
     p.add_argument("--rejects", help="reject file (default DIR/rejects.jsonl)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_shard)
@@ -283,6 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=_cmd_inspect)
+
+    p = sub.add_parser(
+        "render", help="show samples exactly as tokenized with trained tokens highlighted (check a chat template)"
+    )
+    p.add_argument("target", metavar="RECIPE.yaml|SHARD_DIR")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. collate.mode=...")
+    p.add_argument("--samples", type=int, default=3, help="records to render per source (default 3)")
+    p.add_argument("--source", action="append", help="only this source (repeatable)")
+    p.add_argument("--tokenizer", help="a model folder or 'mistral-v3' (SHARD_DIR: required unless pre-tokenized)")
+    _add_collate_options(p)
+    p.add_argument(
+        "--color",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="trained tokens in colour (auto: when stdout is a terminal) or between ⟦ ⟧ markers",
+    )
+    p.set_defaults(handler=_cmd_render)
 
     p = sub.add_parser("stream", help="run the loader alone: sample-id trace + final state (resume probe)")
     p.add_argument("recipe", metavar="RECIPE.yaml")

@@ -9,6 +9,7 @@ fingerprint (tokenizer + template + collate options + task) is equal; otherwise 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,11 @@ import numpy as np
 from xlam_hpc.collate.config import CollateConfig
 from xlam_hpc.collate.encode import PairSample, Sample, SampleEncoder
 from xlam_hpc.collate.tokenizer import load_tokenizer, tokenizer_fingerprint
-from xlam_hpc.config import fingerprint
+from xlam_hpc.config import config_to_dict, fingerprint
 from xlam_hpc.schema import Preference, Trajectory
 from xlam_hpc.shard import ShardConfig, ShardSummary, write_shards
 
-__all__ = ["TOKEN_MEMBERS", "decode_token_members", "render_fingerprint", "write_tokenized_shards"]
+__all__ = ["TOKEN_MEMBERS", "decode_token_members", "default_collate", "render_fingerprint", "write_tokenized_shards"]
 
 TOKEN_MEMBERS = ["tok.ids", "tok.mask", "tok.len"]
 
@@ -69,27 +70,32 @@ def decode_token_members(
     return out
 
 
+def default_collate(tokenizer: Any, seq_length: int = 4096) -> CollateConfig:
+    """`shard --tokenizer` without collate options: the tokenizer's own chat template when it has one (a model
+    folder's chat_template.jinja / tokenizer_config.json), else the built-in Mistral-style template."""
+    return CollateConfig(seq_length=seq_length, chat_template="tokenizer" if tokenizer.chat_template else "builtin")
+
+
 def write_tokenized_shards(
-    cfg: ShardConfig, *, tokenizer: str, seq_length: int = 4096, collate: CollateConfig | None = None
+    cfg: ShardConfig,
+    *,
+    tokenizer: str,
+    seq_length: int = 4096,
+    collate: CollateConfig | None = None,
+    loaded: Any = None,
 ) -> ShardSummary:
-    """`xlam-hpc shard --tokenizer`: shards with JSON plus the encoded samples of every record."""
-    tok = load_tokenizer(tokenizer)
-    ccfg = collate or CollateConfig(
-        seq_length=seq_length, chat_template="builtin" if not tok.chat_template else "tokenizer"
-    )
+    """`xlam-hpc shard --tokenizer`: shards with JSON plus the encoded samples of every record.
+
+    The manifest's tokenizer info records the render options (all of `collate`), the fingerprint the loader
+    compares, and what encoding counted: `encode_stats` (samples, tokens, truncations, `rejected_<reason>`...)
+    and `reject_examples` (the first rejected samples' ids with their reasons). A record the chat template
+    rejects keeps its JSON and stores no samples, as the loader would train none for it. `loaded`: the tokenizer
+    `tokenizer` names, when the caller has loaded it already."""
+    tok = loaded if loaded is not None else load_tokenizer(tokenizer)
+    ccfg = collate or default_collate(tok, seq_length)
     encoder = SampleEncoder(tok, ccfg)
-
-    def extra(rec: Trajectory | Preference) -> dict[str, bytes]:
-        if isinstance(rec, Preference):
-            pairs = encoder.encode_dpo([("r", rec)])
-            samples = [(p.chosen, 0) for p in pairs] + [(p.rejected, 1) for p in pairs]
-        else:
-            # a fixed placeholder id, so the turn tag can be read back whatever the record id contains
-            encoded = encoder.encode_sft([("r", rec)])
-            samples = [(s, int(s.sample_id[2:]) if s.sample_id != "r" else -1) for s in encoded]
-        return _encode_members(samples)
-
-    info = {
+    counts: Counter[str] = Counter()
+    info: dict[str, Any] = {
         "fingerprint": render_fingerprint(tok, encoder),
         "tokenizer": tokenizer,
         "chat_template": ccfg.chat_template,
@@ -97,7 +103,30 @@ def write_tokenized_shards(
         "mode": ccfg.mode,
         "loss_on": ccfg.loss_on,
         "overflow": ccfg.overflow,
+        "collate": config_to_dict(ccfg),
+        "encode_stats": {},
+        "reject_examples": [],
     }
+
+    def extra(rec: Trajectory | Preference) -> dict[str, bytes]:
+        rid = rec.unique_trajectory_id
+        if isinstance(rec, Preference):
+            pairs = encoder.encode_dpo([(rid, rec)])
+            samples = [(p.chosen, 0) for p in pairs] + [(p.rejected, 1) for p in pairs]
+        else:
+            # prompt_answer / per-turn samples are '<id>#<turn>': the tag is read after the id, whatever it holds
+            encoded = encoder.encode_sft([(rid, rec)])
+            samples = [(s, int(s.sample_id[len(rid) + 1 :]) if s.sample_id != rid else -1) for s in encoded]
+        counts["records"] += 1
+        counts["samples"] += len(samples)
+        counts["tokens"] += sum(len(s) for s, _ in samples)
+        counts["trained_tokens"] += sum(int(s.train_mask.sum()) for s, _ in samples)
+        # write_shards builds the manifest from `info` after the last record: keep it current
+        info["encode_stats"] = dict(sorted((counts + encoder.stats).items()))
+        info["reject_examples"] = [{"id": sid, "reason": why} for sid, why in encoder.reject_examples]
+        return _encode_members(samples)
+
     summary = write_shards(cfg, extra=extra, extra_members=TOKEN_MEMBERS, tokenizer_info=info)
-    summary.encode_stats = dict(encoder.stats)  # type: ignore[attr-defined]
+    summary.encode_stats = dict(info["encode_stats"])  # type: ignore[attr-defined]
+    summary.reject_examples = list(info["reject_examples"])  # type: ignore[attr-defined]
     return summary

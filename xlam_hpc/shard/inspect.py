@@ -1,4 +1,5 @@
-"""`xlam-hpc inspect DIR`: per-source counts, integrity check, and a few samples rendered as text."""
+"""`xlam-hpc inspect DIR`: per-source counts, integrity check, what pre-tokenizing counted (chat-template
+rejects with reasons, truncations), and a few samples rendered as text."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from xlam_hpc.schema import Preference, Trajectory, Turn
 from xlam_hpc.shard.manifest import load_manifest
 from xlam_hpc.shard.reader import ShardReader, check_shards
 
-__all__ = ["inspect_dataset", "render_text"]
+__all__ = ["inspect_dataset", "render_text", "template_rejects", "tokenizer_lines"]
 
 
 def _clip(text: str, width: int) -> str:
@@ -48,6 +49,39 @@ def render_text(rec: Trajectory | Preference, width: int = 100) -> str:
     return "\n".join(lines)
 
 
+def template_rejects(info: dict[str, Any] | None) -> dict[str, int]:
+    """reason → samples the chat template rejected, from a manifest's tokenizer info (empty if none)."""
+    stats = (info or {}).get("encode_stats") or {}
+    return {k.removeprefix("rejected_"): int(v) for k, v in sorted(stats.items()) if k.startswith("rejected_") and v}
+
+
+def tokenizer_lines(info: dict[str, Any] | None) -> list[str]:
+    """The text lines `inspect` prints about pre-tokenized shards (none for JSON-only shards)."""
+    if not info:
+        return []
+    lines = [
+        f"tokenized: tokenizer {info.get('tokenizer')}, chat_template {info.get('chat_template')}, "
+        f"seq_length {info.get('seq_length')}, mode {info.get('mode')}, loss_on {info.get('loss_on')}, "
+        f"render fingerprint {info.get('fingerprint')}"
+    ]
+    stats = info.get("encode_stats")
+    if stats is None:  # shards written before the counts were recorded
+        return lines
+    rejects = template_rejects(info)
+    lines.append(
+        f"  {stats.get('records', 0)} records -> {stats.get('samples', 0)} samples, {stats.get('tokens', 0)} tokens "
+        f"({stats.get('trained_tokens', 0)} trained); rejected by the chat template: {sum(rejects.values())}"
+        + (f" ({', '.join(f'{k} {v}' for k, v in rejects.items())})" if rejects else "")
+    )
+    shown = {"records", "samples", "tokens", "trained_tokens"}
+    other = [f"{k} {v}" for k, v in stats.items() if k not in shown and not k.startswith("rejected_") and v]
+    if other:
+        lines.append("  " + ", ".join(other))
+    for ex in info.get("reject_examples") or []:
+        lines.append(f"  rejected {ex.get('id')}: {ex.get('reason')}")
+    return lines
+
+
 def inspect_dataset(directory: str | Path, *, samples: int = 2, verify: bool = True) -> dict[str, Any]:
     """Counts per source, integrity problems (sha256) and `samples` rendered records per source."""
     manifest = load_manifest(directory)
@@ -58,6 +92,7 @@ def inspect_dataset(directory: str | Path, *, samples: int = 2, verify: bool = T
         "schema_version": manifest.schema_version,
         "members": manifest.members,
         "tokenizer": manifest.tokenizer,
+        "template_rejects": template_rejects(manifest.tokenizer),
         "sources": manifest.sources,
         "shards": len(manifest.shards),
         "bytes": sum(s.num_bytes for s in manifest.shards),
