@@ -1,7 +1,8 @@
 """Local model folders of real model families, assembled from tests/data/model_families/ (offline).
 
 `model_folder(family, root)` writes what a downloaded instruct model holds: the family's real tokenizer
-(tokenizer.json + tokenizer_config.json with the instruct model's end-of-turn token as eos), its real chat
+(tokenizer.json + tokenizer_config.json with the instruct model's end-of-turn token as eos; Mistral Nemo's
+tekken comes from the mistral-common wheel via xlam_hpc's built-in 'mistral-tekken'), its real chat
 template as chat_template.jinja and, with `with_model=True`, a tiny random model of the family's
 architecture (config.json + safetensors) whose vocabulary matches the tokenizer.
 """
@@ -17,9 +18,17 @@ from typing import Any
 DATA = Path(__file__).parent / "data" / "model_families"
 
 FAMILIES: dict[str, dict[str, Any]] = {
-    # tokenizer folder, template file, model_type, tokenizer_config overrides of the instruct model
+    # tokenizer folder, template file, model_type, tokenizer_config overrides of the instruct model;
+    # "collate": the CollateConfig options the family needs (use `collate_options(family)`)
     "llama-3.1": {"tokenizer": "llama-3", "template": "llama-3.1.jinja", "model_type": "llama", "eos": "<|eot_id|>"},
-    "llama-3.2": {"tokenizer": "llama-3", "template": "llama-3.2.jinja", "model_type": "llama", "eos": "<|eot_id|>"},
+    "llama-3.2": {
+        "tokenizer": "llama-3",
+        "template": "llama-3.2.jinja",
+        "model_type": "llama",
+        "eos": "<|eot_id|>",
+        # else the template writes today's date into every system header (renderings change daily)
+        "collate": {"template_kwargs": {"date_string": "26 Jul 2024"}},
+    },
     "qwen2.5": {
         "tokenizer": "qwen2.5",
         "template": "qwen2.5.jinja",
@@ -42,6 +51,15 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "eos": "<|im_end|>",
         "added": ["<|im_start|>", "<|im_end|>"],
     },
+    # tekken ships in the mistral-common wheel (xlam_hpc's built-in 'mistral-tekken'); the template wants
+    # 9-char alphanumeric tool call ids: CollateConfig(tool_call_ids="alnum9")
+    "mistral-nemo": {
+        "builtin": "mistral-tekken",
+        "template": "mistral-nemo.jinja",
+        "model_type": "mistral",
+        "eos": "</s>",
+        "collate": {"tool_call_ids": "alnum9"},
+    },
 }
 
 TINY = {
@@ -54,10 +72,22 @@ TINY = {
 }
 
 
+def collate_options(family: str) -> dict[str, Any]:
+    """CollateConfig keyword arguments the family's template needs (empty for most)."""
+    return dict(FAMILIES[family].get("collate", {}))
+
+
 def _tokenizer_files(spec: dict[str, Any], out: Path) -> None:
-    src = DATA / "tokenizers" / spec["tokenizer"]
-    with gzip.open(src / "tokenizer.json.gz", "rb") as f:
-        (out / "tokenizer.json").write_bytes(f.read())
+    if "builtin" in spec:
+        from xlam_hpc.collate.tokenizer import BUILTIN_TOKENIZERS, _materialize
+
+        assert spec["builtin"] in BUILTIN_TOKENIZERS
+        src = _materialize(spec["builtin"])
+        shutil.copyfile(src / "tokenizer.json", out / "tokenizer.json")
+    else:
+        src = DATA / "tokenizers" / spec["tokenizer"]
+        with gzip.open(src / "tokenizer.json.gz", "rb") as f:
+            (out / "tokenizer.json").write_bytes(f.read())
     config = json.loads((src / "tokenizer_config.json").read_text())
     config["eos_token"] = spec["eos"]
     if "pad" in spec:

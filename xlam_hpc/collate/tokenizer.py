@@ -1,8 +1,13 @@
-"""Tokenizers: a local path, or Mistral's v3 tokenizer shipped inside the `mistral-common` wheel.
+"""Tokenizers: a local path, or a Mistral tokenizer shipped inside the `mistral-common` wheel.
 
-There is no model hub on the clusters we target (and none in CI), so 'mistral-v3' is materialized from
-the wheel into a cache folder as `tokenizer.model` + `tokenizer_config.json`, converted once to a fast
-tokenizer (tokenizer.json) and loaded from there afterwards. `trust_remote_code` stays off.
+There is no model hub on the clusters we target (and none in CI), so the built-in tokenizers are
+materialized from the wheel into a cache folder, converted once to a fast tokenizer (tokenizer.json) and
+loaded from there afterwards. `trust_remote_code` stays off.
+- 'mistral-v3': Mistral 7B v0.3's sentencepiece model (`tokenizer.model` + `tokenizer_config.json`).
+- 'mistral-tekken': Mistral Nemo's tekken BPE (tekken_240718.json), converted by transformers'
+  `MistralConverter`: mistral-common's 1000 special slots (<unk>, <s>, </s>, [INST], [/INST],
+  [AVAILABLE_TOOLS], ... then <SPECIAL_20>...) as ids 0-999, the BPE ranks after them.
+Neither carries a chat template: pair them with collate.chat_template (a Jinja file, or 'builtin').
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from xlam_hpc.errors import ConfigError
 
 __all__ = ["BUILTIN_TOKENIZERS", "cache_dir", "load_tokenizer", "tokenizer_fingerprint"]
 
-BUILTIN_TOKENIZERS = {"mistral-v3": "mistral_instruct_tokenizer_240323.model.v3"}
+BUILTIN_TOKENIZERS = {
+    "mistral-v3": "mistral_instruct_tokenizer_240323.model.v3",
+    "mistral-tekken": "tekken_240718.json",  # Mistral Nemo (2407)
+}
 _CONFIG = {
     "tokenizer_class": "LlamaTokenizer",
     "bos_token": "<s>",
@@ -29,6 +37,8 @@ _CONFIG = {
     "add_eos_token": False,
     "legacy": False,
 }
+
+_TEKKEN_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 
 
 def cache_dir() -> Path:
@@ -49,12 +59,15 @@ def _materialize(name: str) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with resources.as_file(src) as model:
-        shutil.copyfile(model, tmp / "tokenizer.model")
-    (tmp / "tokenizer_config.json").write_text(json.dumps(_CONFIG, indent=1))
-    from transformers import AutoTokenizer
+        if model.suffix == ".json":
+            _save_tekken(model, tmp)
+        else:
+            shutil.copyfile(model, tmp / "tokenizer.model")
+            (tmp / "tokenizer_config.json").write_text(json.dumps(_CONFIG, indent=1))
+            from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tmp)  # sentencepiece → fast conversion, once
-    tok.save_pretrained(tmp)
+            tok = AutoTokenizer.from_pretrained(tmp)  # sentencepiece → fast conversion, once
+            tok.save_pretrained(tmp)
     try:
         tmp.rename(target)
     except OSError:  # another process won the race; use theirs
@@ -62,8 +75,22 @@ def _materialize(name: str) -> Path:
     return target
 
 
+def _save_tekken(vocab_file: Path, out: Path) -> None:
+    """A tekken.json → tokenizer.json + tokenizer_config.json (takes ~5 s, once)."""
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+    from transformers.integrations.mistral.tokenizer import MistralConverter
+
+    backend = MistralConverter(vocab_file=str(vocab_file)).converted()
+    # BOS on `tokenizer(text)`, as Mistral's own HF tokenizer.json does; templates write it themselves
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", backend.token_to_id("<s>"))]
+    )
+    PreTrainedTokenizerFast(tokenizer_object=backend, **_TEKKEN_SPECIALS).save_pretrained(out)
+
+
 def load_tokenizer(spec: str) -> Any:
-    """A fast HF tokenizer from a folder path or a built-in name ('mistral-v3')."""
+    """A fast HF tokenizer from a folder path or a built-in name (see BUILTIN_TOKENIZERS)."""
     from transformers import AutoTokenizer
 
     if spec in BUILTIN_TOKENIZERS:
