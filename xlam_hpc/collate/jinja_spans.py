@@ -122,7 +122,13 @@ class TemplateRenderer:
         if has_generation_blocks(template):
             rendered = self._render_generation(template, messages, tool_list, len(positions))
         else:
-            rendered = self._render_prefixes(template, messages, tool_list, positions, wanted)
+            try:
+                rendered = self._render_prefixes(template, messages, tool_list, positions, wanted)
+            except Unrenderable as exc:
+                if exc.reason == "prefix_unstable":  # report the cause when it is content the template drops
+                    (text,) = _render(template, [messages], tool_list, False, self.kwargs)
+                    _check_expressed(Rendered(text, [None] * len(positions), None), system, tools, turns)
+                raise
         _check_expressed(rendered, system, tools, turns)
         return rendered
 
