@@ -72,6 +72,7 @@ class StepDataset(IterableDataset):
                 stored[sid] = decode_token_members(sid, *raw, task=self.task)
             else:
                 fresh.append((sid, reader.record(source, index)))
+        fresh = list(dict(fresh).items())  # a record drawn twice in one step is encoded once, emitted twice
         encoded = self.encoder.encode_sft(fresh) if self.task == "sft" else self.encoder.encode_dpo(fresh)
         wanted = {sid for sid, _ in fresh}
         by_record: dict[str, list[Any]] = {}

@@ -375,3 +375,26 @@ def test_packing_and_exact_resume_with_a_family_tokenizer(families, records, tmp
         assert got["drawn_ids"] == w["drawn_ids"]
         for key in ("input_ids", "labels", "position_ids"):
             assert (got[key] == w[key]).all(), key
+
+
+def test_qwen3_reasoning_is_trained_in_its_turn_and_left_out_of_later_history(families):
+    """Qwen3 keeps <think> reasoning only after the last user query; a turn's own reasoning is trained, earlier
+    turns' reasoning is absent from later prompts, as at inference, and that is no reject."""
+    fam = families("qwen3")
+    turns = []
+    for k in range(3):
+        turns += [
+            Turn(role="user", content=f"question {k}"),
+            Turn(role="assistant", content=f"<think>\nreason {k}\n</think>\n\nanswer {k}"),
+        ]
+    rec = Trajectory(unique_trajectory_id="think", source="s", conversation=turns)
+    enc = SampleEncoder(fam.tok, fam.collate())
+    samples = enc.encode_sft([("think", rec)])
+    assert [s.sample_id for s in samples] == ["think#0", "think#1", "think#2"]
+    assert not any(k.startswith("rejected_") for k in enc.stats)
+    for k, s in enumerate(samples):
+        (run,) = _runs(s.train_mask)
+        trained = _decode(fam.tok, s.input_ids[run[0] : run[1]])
+        assert trained == f"<think>\nreason {k}\n</think>\n\nanswer {k}<|im_end|>"
+        history = _decode(fam.tok, s.input_ids[: run[0]])
+        assert all(f"reason {j}" not in history and f"answer {j}" in history for j in range(k))

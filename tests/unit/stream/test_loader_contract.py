@@ -208,3 +208,17 @@ def test_torchdata_own_state_dict_round_trip(shard_dir, tokenizer, workers):
     it2 = iter(fresh)
     assert [next(it2)["drawn_ids"] for _ in range(3)] == tail
     assert head + tail == _take(_loader(shard_dir, tokenizer), 6)
+
+
+def test_a_record_drawn_twice_in_one_step_gives_its_samples_twice_not_four_times(shard_dir, tokenizer):
+    # gamma has 3 records at weight 0.9: a 20-sample step draws each several times
+    loader = build_loader(
+        _cfg(shard_dir, weights={"alpha": 0.05, "beta": 0.05, "gamma": 0.9}, global_batch_size=20),
+        _collate(packing=False),
+        tokenizer,
+        seed=3,
+    )
+    batch = next(loader)
+    drawn = Counter(batch["drawn_ids"])
+    assert max(drawn.values()) > 1
+    assert Counter(batch["sample_ids"]) == drawn  # trajectory mode: one sample per draw
