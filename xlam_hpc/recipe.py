@@ -4,6 +4,10 @@ Sections map to one config dataclass per stage: `data` (StreamConfig), `collate`
 `model`/`train` (TrainConfig), `launch` (LaunchConfig). Unknown keys fail with the valid ones listed and
 a close-match suggestion; dotted `key=value` overrides are applied before validation; the resolved
 recipe is what gets written to `output_dir/config.yaml`.
+
+`tokenizer: model` (the default) is resolved when the recipe is built, so the fingerprint, config.yaml and
+every stage see the same tokenizer: a local model folder's own tokenizer (and with it its chat template), or
+'mistral-v3' for the presets.
 """
 
 from __future__ import annotations
@@ -14,11 +18,27 @@ from typing import Any, Literal
 
 from xlam_hpc.collate.config import CollateConfig
 from xlam_hpc.config import apply_overrides, config_from_dict, config_to_dict, fingerprint, load_yaml
+from xlam_hpc.errors import ConfigError
 from xlam_hpc.launch.config import LaunchConfig
 from xlam_hpc.stream.config import StreamConfig
 from xlam_hpc.train.config import ModelConfig, TrainConfig
+from xlam_hpc.train.model import PRESETS
 
-__all__ = ["Recipe", "load_recipe"]
+__all__ = ["MODEL_TOKENIZER", "Recipe", "load_recipe", "resolve_tokenizer"]
+
+MODEL_TOKENIZER = "model"
+PRESET_TOKENIZER = "mistral-v3"
+"""What `tokenizer: model` means for a model preset (their vocabulary is this tokenizer's)."""
+
+
+def resolve_tokenizer(tokenizer: str, model_name_or_path: str) -> str:
+    """The tokenizer a recipe means: 'model' → the model folder itself, or 'mistral-v3' for a preset."""
+    if tokenizer != MODEL_TOKENIZER:
+        return tokenizer
+    return PRESET_TOKENIZER if model_name_or_path in PRESETS else model_name_or_path
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 @dataclass(kw_only=True)
@@ -29,8 +49,10 @@ class Recipe:
     seed: int = 0
     """Base seed: data order, per-rank/per-worker RNGs and model init all derive from it."""
     output_dir: str = "runs/default"
-    tokenizer: str = "mistral-v3"
-    """A tokenizer folder, or 'mistral-v3' (shipped in the mistral-common wheel)."""
+    tokenizer: str = MODEL_TOKENIZER
+    """'model': the tokenizer (and chat template) of the local model folder `model.name_or_path`, or
+    'mistral-v3' for a preset; else a tokenizer folder, or 'mistral-v3' (shipped in the mistral-common wheel).
+    Resolved when the recipe is built: `recipe.tokenizer` is never 'model'."""
     resume: Literal["auto", "never", "force"] = "auto"
     """auto: continue from output_dir's newest valid checkpoint; never: refuse a non-empty output_dir;
     force: continue even if the checkpoint's config fingerprint differs."""
@@ -40,8 +62,24 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
+    def __post_init__(self) -> None:
+        self.tokenizer = resolve_tokenizer(self.tokenizer, self.model.name_or_path)
+
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
+
+    def load_tokenizer(self) -> Any:
+        """The recipe's tokenizer (what training, the loader probe and the export use)."""
+        from xlam_hpc.collate import load_tokenizer
+
+        if self.tokenizer == self.model.name_or_path:
+            folder = Path(self.tokenizer)
+            if folder.is_dir() and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+                raise ConfigError(
+                    f"model folder {folder} has no tokenizer files ({', '.join(_TOKENIZER_FILES)}): set `tokenizer:` "
+                    "to the folder of the model's tokenizer"
+                )
+        return load_tokenizer(self.tokenizer)
 
     def fingerprint(self) -> str:
         """Identity of what is trained: everything except where/how it runs and how long."""

@@ -40,12 +40,11 @@ def run_probe(
     state_out: str | None = None,
     allow_fingerprint_mismatch: bool = False,
 ) -> dict[str, Any]:
-    from xlam_hpc.collate import load_tokenizer
     from xlam_hpc.stream import build_loader
 
     if steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {steps}")
-    tokenizer = load_tokenizer(recipe.tokenizer)
+    tokenizer = recipe.load_tokenizer()
     loader = build_loader(
         recipe.data,
         recipe.collate,

@@ -70,9 +70,10 @@ class _Run:
     # -- setup ------------------------------------------------------------------------------------
     def preflight(self) -> None:
         """Checks that need no process group: configuration errors surface in seconds, on every rank."""
-        from xlam_hpc.collate import load_tokenizer
         from xlam_hpc.stream.partition import per_rank_batch
+        from xlam_hpc.train.model import check_model_vocab, read_model_config
         from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
+        from xlam_hpc.train.stepper import training_template
 
         r, t = self.recipe, self.recipe.train
         if self.dist.rank == 0:  # a second job on the same output_dir is refused here
@@ -93,7 +94,10 @@ class _Run:
                 manifest = None
             if manifest is not None:
                 check_fingerprint(self.out, manifest, r.fingerprint(), force=False)
-        self.tokenizer = load_tokenizer(r.tokenizer)
+        model_config = read_model_config(r.model)  # before the tokenizer: a missing folder is the clearer error
+        self.tokenizer = r.load_tokenizer()
+        check_model_vocab(r.model, model_config, self.tokenizer, r.tokenizer)
+        self.chat_template = training_template(r.collate, self.tokenizer)
 
     def setup(self) -> None:
         import torch

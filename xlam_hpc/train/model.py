@@ -13,7 +13,7 @@ from typing import Any
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.train.config import LoraConfig, ModelConfig
 
-__all__ = ["PRESETS", "build_model", "check_vocab"]
+__all__ = ["PRESETS", "build_model", "check_model_vocab", "check_vocab", "read_model_config"]
 
 _TINY: dict[str, Any] = {
     "hidden_size": 64,
@@ -55,48 +55,75 @@ def _apply_dropout(config: Any, p: float) -> None:
             setattr(config, name, p)
 
 
-def check_vocab(model_vocab: int, tokenizer: Any, where: str) -> None:
+def check_vocab(model_vocab: int, tokenizer: Any, where: str, tokenizer_source: str | None = None) -> None:
     """The model must have an embedding row for every token id the tokenizer can produce."""
     if model_vocab < len(tokenizer):
+        source = f" from {tokenizer_source}" if tokenizer_source else ""
         raise ConfigError(
-            f"{where}: model vocabulary ({model_vocab}) is smaller than the tokenizer's ({len(tokenizer)}); "
+            f"{where}: model vocabulary ({model_vocab}) is smaller than the tokenizer's ({len(tokenizer)}){source}; "
             "they do not belong together (or resize the embeddings first)"
         )
+
+
+def read_model_config(cfg: ModelConfig) -> Any | None:
+    """A local model folder's config (config.json plus `config_overrides`, no weights read); None for a preset."""
+    if cfg.name_or_path in PRESETS:
+        return None
+    from transformers import AutoConfig
+
+    path = Path(cfg.name_or_path)
+    if not path.is_dir():
+        raise ConfigError(
+            f"model.name_or_path '{cfg.name_or_path}' is neither a preset ({', '.join(PRESETS)}) nor an existing "
+            "checkpoint folder (no model hub is used)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the model config in {path}: {exc}") from None
+    for key, value in cfg.config_overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def check_model_vocab(
+    cfg: ModelConfig, config: Any | None, tokenizer: Any, tokenizer_source: str | None = None
+) -> None:
+    """The vocabulary check from the config alone, before any weights are read (a 7B model is ~15 GB of host
+    RAM per rank before the post-load check could fail)."""
+    if config is None:  # a preset: its vocabulary is the tokenizer's unless overridden
+        vocab = cfg.config_overrides.get("vocab_size", len(tokenizer))
+        where = cfg.name_or_path
+    else:
+        vocab = getattr(config.get_text_config(), "vocab_size", None)
+        where = f"{Path(cfg.name_or_path) / 'config.json'}"
+    if isinstance(vocab, int):
+        check_vocab(vocab, tokenizer, where, tokenizer_source)
 
 
 def build_model(cfg: ModelConfig, tokenizer: Any, *, dtype: Any = None) -> Any:
     """The causal LM described by `cfg`; random init for presets (seed the RNG before calling)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if cfg.name_or_path in PRESETS:
+    config = read_model_config(cfg)
+    check_model_vocab(cfg, config, tokenizer)
+    if config is None:
         config = _preset_config(cfg, len(tokenizer), pad_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
         _apply_dropout(config, cfg.dropout)
         config._attn_implementation = cfg.attn_implementation
         model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
     else:
-        path = Path(cfg.name_or_path)
-        if not path.is_dir():
-            raise ConfigError(
-                f"model.name_or_path '{cfg.name_or_path}' is neither a preset ({', '.join(PRESETS)}) nor an existing "
-                "checkpoint folder (no model hub is used)"
-            )
-        try:
-            config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read the model config in {path}: {exc}") from None
-        for key, value in cfg.config_overrides.items():
-            setattr(config, key, value)
         _apply_dropout(config, cfg.dropout)
         model = AutoModelForCausalLM.from_pretrained(
-            path,
+            cfg.name_or_path,
             config=config,
             dtype=dtype or torch.float32,
             attn_implementation=cfg.attn_implementation,
             trust_remote_code=cfg.trust_remote_code,
         )
-    check_vocab(model.config.vocab_size, tokenizer, cfg.name_or_path)
+    check_vocab(model.get_input_embeddings().num_embeddings, tokenizer, cfg.name_or_path)
     return model
 
 
