@@ -64,7 +64,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _recipe_tokenizer(recipe: Recipe) -> str:
-    """The tokenizer a recipe trains with (the one place the CLI resolves it)."""
+    """The tokenizer a recipe trains with (already resolved from `tokenizer: model` by the recipe)."""
     return recipe.tokenizer
 
 
@@ -178,7 +178,7 @@ def _render_recipe(args: argparse.Namespace) -> tuple[Recipe, Any]:
     target = Path(args.target)
     if not target.is_dir():
         recipe = load_recipe(target, overrides)
-        return recipe, load_tokenizer(_recipe_tokenizer(recipe))
+        return recipe, recipe.load_tokenizer()
     from xlam_hpc.shard import load_manifest
 
     stored = load_manifest(target).tokenizer or {}
@@ -195,7 +195,7 @@ def _render_recipe(args: argparse.Namespace) -> tuple[Recipe, Any]:
         collate = config_to_dict(default_collate(tok))
     base = {"tokenizer": tokenizer, "data": {"shards": [str(target)]}, "collate": collate}
     recipe = load_recipe(None, overrides, base=base)
-    return recipe, tok if _recipe_tokenizer(recipe) == tokenizer else load_tokenizer(_recipe_tokenizer(recipe))
+    return recipe, tok if _recipe_tokenizer(recipe) == tokenizer else recipe.load_tokenizer()
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
