@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Services the test suite needs, for `make test` (and so for CI):
-#   up    install Debian's slurmctld/slurmd/slurm-client/munge, buildah, debootstrap and bc when missing,
+#   up    install Debian's slurmctld/slurmd/slurm-client/munge, buildah, debootstrap, bc and shellcheck when missing,
 #         then start the 2-node loopback Slurm cluster (slurm/local-cluster.sh)
 #   down  stop the cluster
 # Needs root (CI, containers, dev boxes). Without root it does nothing and the Slurm/container tests
@@ -16,7 +16,7 @@ fi
 case "$cmd" in
   up)
     need=()
-    for pkg in buildah debootstrap bc; do
+    for pkg in buildah debootstrap bc shellcheck; do
       command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
