@@ -23,6 +23,7 @@ model stops at the marker. Templates with `{% generation %}` blocks use those bl
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -41,7 +42,9 @@ _THINK = re.compile(r"</?think>")
 _COMMENT = re.compile(r"\{#.*?#\}", re.S)
 
 
+@functools.lru_cache(maxsize=16)
 def has_generation_blocks(template: str) -> bool:
+    """Whether the template marks assistant output with {% generation %} blocks (comments ignored)."""
     return bool(_GENERATION.search(_COMMENT.sub("", template)))
 
 
