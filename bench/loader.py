@@ -114,7 +114,7 @@ def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: 
     from datasets import IterableDataset, interleave_datasets
 
     from xlam_hpc.collate import BUILTIN_TEMPLATE
-    from xlam_hpc.collate.template import to_hf_messages
+    from xlam_hpc.collate.messages import to_hf_messages
     from xlam_hpc.schema import decode_record
 
     tokenizer.chat_template = BUILTIN_TEMPLATE

@@ -63,11 +63,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recipe_tokenizer(recipe: Recipe) -> str:
-    """The tokenizer a recipe trains with (already resolved from `tokenizer: model` by the recipe)."""
-    return recipe.tokenizer
-
-
 def _collate_overrides(args: argparse.Namespace) -> list[str]:
     """`collate.KEY=VALUE` overrides from the --seq-length/--chat-template/--mode/--loss-on options."""
     opts = {"seq_length": args.seq_length, "chat_template": args.chat_template, "mode": args.mode}
@@ -108,7 +103,7 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     if args.recipe and not tokenizer:
         from xlam_hpc.recipe import load_recipe
 
-        tokenizer = _recipe_tokenizer(load_recipe(args.recipe))
+        tokenizer = load_recipe(args.recipe).tokenizer  # `tokenizer: model` resolved
     collate_opts = (args.chat_template, args.mode, args.loss_on, args.collate)
     if not tokenizer and any(o is not None for o in collate_opts):
         raise ConfigError("--chat-template/--mode/--loss-on/--collate need --tokenizer (or --recipe)")
@@ -195,7 +190,7 @@ def _render_recipe(args: argparse.Namespace) -> tuple[Recipe, Any]:
         collate = config_to_dict(default_collate(tok))
     base = {"tokenizer": tokenizer, "data": {"shards": [str(target)]}, "collate": collate}
     recipe = load_recipe(None, overrides, base=base)
-    return recipe, tok if _recipe_tokenizer(recipe) == tokenizer else recipe.load_tokenizer()
+    return recipe, tok if recipe.tokenizer == tokenizer else recipe.load_tokenizer()
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -210,10 +205,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
     used = args.source or [k for k, w in recipe.data.weights.items() if w > 0] or None
     records, kinds = first_records(recipe.data.shards, args.samples, used)
     if not os.path.isdir(args.target):  # a recipe: its task must fit its data, as the loader checks
-        want = "preference" if recipe.task == "dpo" else "trajectory"
-        for name, kind in kinds.items():
-            if kind != want:
-                raise ConfigError(f"source '{name}' holds {kind} records; task '{recipe.task}' needs {want} records")
+        from xlam_hpc.stream.loader import check_source_kinds
+
+        check_source_kinds(kinds, recipe.task)
     encoder = SampleEncoder(tokenizer, recipe.collate)
     color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     print(format_report(encode_records(encoder, records), tokenizer, color=color))

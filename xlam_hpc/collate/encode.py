@@ -25,7 +25,7 @@ import numpy as np
 
 from xlam_hpc.collate.config import CollateConfig
 from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
-from xlam_hpc.collate.template import BuiltinRenderer, make_renderer
+from xlam_hpc.collate.template import BuiltinRenderer, renderer_for
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import Preference, Trajectory, Turn
 
@@ -112,13 +112,7 @@ class SampleEncoder:
 
     def __init__(self, tokenizer: Any, cfg: CollateConfig) -> None:
         self.cfg = cfg
-        self.renderer = make_renderer(
-            cfg.chat_template,
-            tokenizer,
-            template_kwargs=cfg.template_kwargs,
-            tool_arguments=cfg.tool_arguments,
-            tool_call_ids=cfg.tool_call_ids,
-        )
+        self.renderer = renderer_for(cfg, tokenizer)
         # Our own copy of the Rust tokenizer: HF's __call__ leaves padding/truncation switched on in the shared
         # backend (e.g. after `tokenizer(x, padding="max_length")`), which would silently pad our ids.
         from tokenizers import Tokenizer
@@ -195,7 +189,9 @@ class SampleEncoder:
             return 0
         return len(self._tokenize([r])[0])
 
-    def _reject(self, sample_id: str, exc: Unrenderable) -> None:
+    def _reject(self, sample_id: str, exc: Unrenderable | HistoryRewritten) -> None:
+        if isinstance(exc, HistoryRewritten):  # even one turn alone has no consistent span
+            exc = Unrenderable("prefix_unstable", str(exc))
         key = f"rejected_{exc.reason}"
         if not self.stats[key]:
             log.warning("sample %s rejected by the chat template (%s); counted as %s", sample_id, exc, key)
@@ -307,7 +303,7 @@ class SampleEncoder:
                 rendered.append(self._render(rec, turns, flags))
             except HistoryRewritten as exc:
                 if sum(flags) == 1 and flags[-1] and turns[-1].role == "assistant":  # already one turn
-                    self._reject(sid, Unrenderable("prefix_unstable", str(exc)))
+                    self._reject(sid, exc)
                 else:
                     self.stats["split_per_turn"] += 1
                     queue += reversed(self._per_turn(job))
@@ -322,7 +318,7 @@ class SampleEncoder:
             try:
                 fitted = self._fit(sid, rec, [(turns, flags)], [(r, tok)])
             except (Unrenderable, HistoryRewritten) as exc:  # a truncated variant the template cannot render
-                self._reject(sid, exc if isinstance(exc, Unrenderable) else Unrenderable("prefix_unstable", str(exc)))
+                self._reject(sid, exc)
                 continue
             if fitted is not None:
                 out += fitted
@@ -375,7 +371,7 @@ class SampleEncoder:
             try:
                 fitted = self._fit(sid, rec, variants)
             except (Unrenderable, HistoryRewritten) as exc:
-                self._reject(sid, exc if isinstance(exc, Unrenderable) else Unrenderable("prefix_unstable", str(exc)))
+                self._reject(sid, exc)
                 continue
             if fitted is not None:
                 out.append(PairSample(sid, *fitted))

@@ -14,21 +14,24 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, tools_json
 from xlam_hpc.collate.rendered import Rendered
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import FunctionSpec, Turn
+
+if TYPE_CHECKING:
+    from xlam_hpc.collate.config import CollateConfig
 
 __all__ = [
     "BUILTIN_TEMPLATE",
     "BuiltinRenderer",
     "Rendered",
     "make_renderer",
-    "to_hf_messages",
+    "renderer_for",
 ]
 
 BUILTIN_TEMPLATE = resources.files("xlam_hpc.collate").joinpath("templates/mistral_tools.jinja").read_text()
@@ -166,3 +169,14 @@ def make_renderer(
     if not path.is_file():
         raise ConfigError(f"collate.chat_template: '{choice}' is not 'tokenizer', 'builtin' or an existing file")
     return TemplateRenderer(path.read_text(encoding="utf-8"), specials, str(path), **opts)
+
+
+def renderer_for(cfg: CollateConfig, tokenizer: Any) -> Any:
+    """The renderer a collate section asks for (what the encoder renders with and the export saves)."""
+    return make_renderer(
+        cfg.chat_template,
+        tokenizer,
+        template_kwargs=cfg.template_kwargs,
+        tool_arguments=cfg.tool_arguments,
+        tool_call_ids=cfg.tool_call_ids,
+    )

@@ -26,7 +26,7 @@ from xlam_hpc.stream.dataset import StepDataset
 from xlam_hpc.stream.partition import per_rank_batch
 from xlam_hpc.stream.seeding import seed_worker, worker_generator
 
-__all__ = ["STATE_VERSION", "XlamLoader", "build_loader"]
+__all__ = ["STATE_VERSION", "XlamLoader", "build_loader", "check_source_kinds"]
 
 STATE_VERSION = 1
 
@@ -157,6 +157,14 @@ class XlamLoader:
         self.stats = Counter(state.get("stats", {}))
 
 
+def check_source_kinds(kinds: dict[str, str], task: str) -> None:
+    """Every source must hold the record kind the task trains on (source name → 'trajectory'|'preference')."""
+    want = "preference" if task == "dpo" else "trajectory"
+    for name, kind in kinds.items():
+        if kind != want:
+            raise ConfigError(f"source '{name}' holds {kind} records; task '{task}' needs {want} records")
+
+
 def build_loader(
     cfg: StreamConfig,
     collate: CollateConfig,
@@ -173,12 +181,7 @@ def build_loader(
     per_rank_batch(cfg.global_batch_size, world_size)
     catalog = open_catalog(cfg.shards, skip_bad_shards=cfg.skip_bad_shards)
     order = GlobalOrder.build(catalog, cfg.weights, seed, cfg.mixture_block or cfg.global_batch_size, cfg.window_shards)
-    want = "preference" if task == "dpo" else "trajectory"
-    for name in order.names:
-        if catalog.kinds[name] != want:
-            raise ConfigError(
-                f"source '{name}' holds {catalog.kinds[name]} records; task '{task}' needs {want} records"
-            )
+    check_source_kinds({name: catalog.kinds[name] for name in order.names}, task)
     encoder = SampleEncoder(tokenizer, collate)
     for name in order.names:  # the part truncation keeps must fit, or every sample would be dropped
         first = catalog.readers[name].record(name, 0)

@@ -132,15 +132,9 @@ RENDER_OPTIONS = "xlam_render.json"
 def training_template(collate: CollateConfig, tokenizer: Any) -> str | dict[str, str]:
     """The chat template training renders with: the renderer's own (so a bad `collate.chat_template` fails
     here, in preflight), which is what the export saves for inference."""
-    from xlam_hpc.collate.template import BuiltinRenderer, make_renderer
+    from xlam_hpc.collate.template import BuiltinRenderer, renderer_for
 
-    renderer = make_renderer(
-        collate.chat_template,
-        tokenizer,
-        template_kwargs=collate.template_kwargs,
-        tool_arguments=collate.tool_arguments,
-        tool_call_ids=collate.tool_call_ids,
-    )
+    renderer = renderer_for(collate, tokenizer)
     if isinstance(renderer, BuiltinRenderer):
         return renderer.template
     templates: dict[str, str] = renderer.templates
