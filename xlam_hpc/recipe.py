@@ -93,6 +93,12 @@ class Recipe:
             "log_interval",
             "trace_samples",
             "grace_period_s",
+            # memory/speed knobs: same result (to float tolerance), and an OOM fix must be able to resume
+            "micro_batch_tokens",
+            "loss_chunk_tokens",
+            "compile",
+            "fused_kernels",
+            "deterministic",
         ):
             data["train"].pop(key, None)
         data["data"].pop("num_workers", None)

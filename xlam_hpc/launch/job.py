@@ -27,8 +27,8 @@ class TrainJob:
     def __call__(self) -> dict[str, Any]:
         import submitit
 
-        from xlam_hpc.launch.env import DistEnv, export, first_host, master_port
         from xlam_hpc.recipe import load_recipe
+        from xlam_hpc.runenv.dist import DistEnv, export, first_host, master_port
 
         env = submitit.JobEnvironment()
         recipe = load_recipe(self.recipe_path)

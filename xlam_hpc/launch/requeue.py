@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xlam_hpc.train.signals import REQUEUE_EXIT_CODE
+from xlam_hpc.runenv.stops import REQUEUE_EXIT_CODE, clear_stop, read_stop, record_stop
 
 __all__ = ["Decision", "decide", "ledger_path", "record_stop"]
 
@@ -31,13 +31,6 @@ _TIMEOUT_SIGNALS = {"SIGUSR1", "SIGUSR2"}
 
 def ledger_path(output_dir: str | Path) -> Path:
     return Path(output_dir) / "launch" / "ledger.json"
-
-
-def record_stop(output_dir: str | Path, signal_name: str, step: int) -> None:
-    """Written by rank 0 after a signal-triggered save (read by `decide`)."""
-    path = Path(output_dir) / "launch" / "last_stop.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"signal": signal_name, "step": step, "time": time.time()}) + "\n")
 
 
 @dataclass
@@ -72,8 +65,7 @@ def decide(
     out = Path(output_dir)
     ledger_file = ledger_path(out)
     ledger = _read_json(ledger_file) or {"timeouts": 0, "preemptions": 0, "failures": 0, "history": []}
-    stop_file = out / "launch" / "last_stop.json"
-    stop = _read_json(stop_file)
+    stop = read_stop(out)
     if exit_code == 0:
         reason = "finished"
     elif exit_code == REQUEUE_EXIT_CODE or stop:
@@ -107,6 +99,6 @@ def decide(
     tmp = ledger_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(ledger, indent=1) + "\n")
     tmp.replace(ledger_file)
-    stop_file.unlink(missing_ok=True)  # a stop is counted once
+    clear_stop(out)  # a stop is counted once
     counts = {k: ledger[k] for k in ("timeouts", "preemptions", "failures")}
     return Decision(action, reason, counts)

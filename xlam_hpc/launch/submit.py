@@ -17,10 +17,11 @@ from typing import Any
 from xlam_hpc.config import save_yaml
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.launch.job import TrainJob
-from xlam_hpc.launch.lock import LOCK_NAME, acquire_output_lock
 from xlam_hpc.launch.requeue import decide
 from xlam_hpc.launch.slurm import python_command, submitit_parameters
 from xlam_hpc.recipe import Recipe
+from xlam_hpc.runenv.lock import LOCK_NAME, acquire_output_lock
+from xlam_hpc.runenv.stops import stop_path
 
 __all__ = ["dry_run", "make_executor", "submit_run"]
 
@@ -112,7 +113,7 @@ def _local_exit_code(out: Path, fingerprint: str) -> int:
     finished = out / "FINISHED"
     if finished.exists() and json.loads(finished.read_text()).get("fingerprint") == fingerprint:
         return 0
-    if (out / "launch" / "last_stop.json").exists():
+    if stop_path(out).exists():
         from xlam_hpc.train.signals import REQUEUE_EXIT_CODE
 
         return REQUEUE_EXIT_CODE

@@ -60,8 +60,21 @@ class TrainConfig:
     grad_clip: float = 1.0
     deepspeed: str = "zero2"
     """'zero2', 'zero3' (configs/deepspeed/*.json, shipped in the package) or a path to a DeepSpeed JSON."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """auto: bf16 on GPU, fp32 on CPU."""
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """auto: bf16 on a GPU that supports it, else fp16 (DeepSpeed's dynamic loss scaling); fp32 on CPU."""
+    micro_batch_tokens: int = 16384
+    """Per rank: each step's rows are run in micro-batches of at most this many tokens (rows x row length;
+    at least one row or DPO pair each), gradients accumulated, the loss normalized over the whole global step.
+    Peak activation memory depends on this, not on data.global_batch_size."""
+    loss_chunk_tokens: int = 4096
+    """The LM loss runs over this many tokens at a time: full-vocabulary logits exist for one chunk only."""
+    compile: Literal["auto"] | bool = "auto"
+    """torch.compile the model; auto: on GPU only."""
+    fused_kernels: Literal["auto"] | bool = "auto"
+    """Liger kernels (RoPE, RMSNorm, SwiGLU, fused linear cross-entropy); auto: on GPU when liger-kernel is
+    installed. true fails when it is not."""
+    deterministic: bool = False
+    """torch.use_deterministic_algorithms on GPU (slower); on CPU, runs are bitwise reproducible anyway."""
     save_interval: int = 50
     keep_last: int = 3
     log_interval: int = 1
@@ -78,3 +91,5 @@ class TrainConfig:
             raise ValueError("train.max_steps, train.save_interval and train.keep_last must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.micro_batch_tokens < 1 or self.loss_chunk_tokens < 1:
+            raise ValueError("train.micro_batch_tokens and train.loss_chunk_tokens must be >= 1")

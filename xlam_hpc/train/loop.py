@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ConfigError
-from xlam_hpc.launch.env import detect
-from xlam_hpc.launch.lock import acquire_output_lock
 from xlam_hpc.logs import setup_logging
 from xlam_hpc.recipe import Recipe
+from xlam_hpc.runenv.dist import detect
+from xlam_hpc.runenv.lock import acquire_output_lock
+from xlam_hpc.runenv.stops import clear_stop
 from xlam_hpc.train.checkpoint import CheckpointManager, check_fingerprint
 from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
 
@@ -102,12 +103,15 @@ class _Run:
     def setup(self) -> None:
         import torch
 
+        from xlam_hpc.stream.seeding import seed_rank
         from xlam_hpc.train.runtime import device_for, init_process_group
 
         r = self.recipe
         self.preflight()
         torch.manual_seed(r.seed)  # identical initial weights on every rank
         self.model = self._model()
+        self.reference = self._reference()
+        seed_rank(r.seed, self.dist.rank)  # from here on each rank draws its own dropout masks
         self.device = device_for(self.dist)
         self.coll = init_process_group(self.dist, timeout_s=max(600.0, r.train.grace_period_s * 4))
         self.ckpt = CheckpointManager(self.out, self.coll, keep_last=r.train.keep_last, fingerprint=r.fingerprint())
@@ -121,15 +125,20 @@ class _Run:
         model = build_model(r.model, self.tokenizer)
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if r.task == "dpo" and r.train.lora is None:
-            import copy
-
-            self.reference = copy.deepcopy(model).eval().requires_grad_(False)
-        else:
-            self.reference = None  # LoRA: adapters disabled = the reference
+        self._initial = model if r.task == "dpo" and r.train.lora is None else None
         if r.train.lora is not None:
             model = add_lora(model, r.train.lora)
         return model
+
+    def _reference(self) -> Any:
+        """The DPO reference model (None: SFT, or LoRA, whose reference is the base with adapters disabled)."""
+        import copy
+
+        if self._initial is None:
+            return None
+        reference = copy.deepcopy(self._initial).eval().requires_grad_(False)
+        self._initial = None
+        return reference
 
     def _engine(self) -> Any:
         import deepspeed
@@ -249,7 +258,7 @@ def run_training(recipe: Recipe) -> int:
     stop = StopFlag().install()  # before the slow setup: a signal during start-up still leads to a clean exit
     out.mkdir(parents=True, exist_ok=True)
     if run.dist.rank == 0:  # a stop record nobody consumed (the batch shell was killed first) is stale now
-        (out / "launch" / "last_stop.json").unlink(missing_ok=True)
+        clear_stop(out)
     run.setup()
     if run.dist.rank == 0:
         _write_config(recipe, out)

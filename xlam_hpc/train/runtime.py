@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ConfigError
-from xlam_hpc.launch.env import DistEnv, export
+from xlam_hpc.runenv.dist import DistEnv, export
 from xlam_hpc.train.checkpoint import Collectives
 
 __all__ = ["all_reduce", "deepspeed_config", "device_for", "init_process_group", "resolve_precision"]

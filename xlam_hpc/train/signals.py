@@ -12,9 +12,10 @@ import signal
 import time
 from types import FrameType
 
+from xlam_hpc.runenv.stops import REQUEUE_EXIT_CODE
+
 __all__ = ["REQUEUE_EXIT_CODE", "STOP_SIGNALS", "StopFlag"]
 
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL (sysexits.h): temporary failure, run me again
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
 

@@ -92,7 +92,7 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
 
 def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> None:
     """Log the signal-to-checkpoint time on each signalled rank; rank 0 records why the job stopped."""
-    from xlam_hpc.launch.requeue import record_stop
+    from xlam_hpc.runenv.stops import record_stop
 
     t = run.recipe.train
     names = [n for n in run.coll.all_gather_object(stop.name) if n != "none"]

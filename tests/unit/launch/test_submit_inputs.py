@@ -10,10 +10,10 @@ import pytest
 from tests.conftest import write_recipe
 from xlam_hpc.cli import main
 from xlam_hpc.errors import ConfigError
-from xlam_hpc.launch.lock import acquire_output_lock
 from xlam_hpc.launch.slurm import check_sbatch_value
 from xlam_hpc.launch.submit import dry_run
 from xlam_hpc.recipe import load_recipe
+from xlam_hpc.runenv.lock import acquire_output_lock
 
 HOSTILE = 'my job\'s "name" $(touch /tmp/xlam-pwned) `id`; rm -rf ~'
 
