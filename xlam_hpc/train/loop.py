@@ -13,6 +13,7 @@ import gc
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,25 @@ class _Run:
     def preflight(self) -> None:
         """Checks that need no process group: configuration errors surface in seconds, on every rank."""
         from xlam_hpc.stream.partition import per_rank_batch
+        from xlam_hpc.train import runtime
         from xlam_hpc.train.model import check_model_vocab, read_model_config
-        from xlam_hpc.train.runtime import deepspeed_config, resolve_precision
         from xlam_hpc.train.stepper import training_template
 
         r, t = self.recipe, self.recipe.train
         if self.dist.rank == 0:  # a second job on the same output_dir is refused here
             self.lock = acquire_output_lock(self.out)
-        self.precision = resolve_precision(t.precision)
-        self.ds_config = deepspeed_config(
+        runtime.configure_determinism(t.deterministic)  # before the probe initializes CUDA
+        cuda = runtime.probe_cuda()
+        gpus_per_task = os.environ.get("SLURM_GPUS_PER_TASK", "")
+        runtime.check_devices(
+            gpus_per_node=r.launch.gpus_per_node,
+            precision=t.precision,
+            local_ranks=runtime.local_world_size(self.dist, r.launch.tasks_per_node),
+            cuda=cuda,
+            gpus_per_task=int(gpus_per_task) if gpus_per_task.isdigit() else None,
+        )
+        self.precision = runtime.resolve_precision(t.precision, cuda)
+        self.ds_config = runtime.deepspeed_config(
             t.deepspeed,
             per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
             world_size=self.dist.world_size,
