@@ -2,11 +2,13 @@
 
 Never uses sacct (accounting is often off): Slurm state comes from `squeue -t all` (which forgets jobs
 after MinJobAge), then `scontrol show job`, and otherwise from what the job folders say (FINISHED
-marker, requeue ledger, checkpoints).
+marker, requeue ledger, checkpoints). "requeues" are the totals; "budgets" what each requeue budget has
+used and allows (failures and preemptions count since the last progress: see launch/requeue.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -15,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ConfigError
-from xlam_hpc.launch.requeue import ledger_path
+from xlam_hpc.launch.requeue import KINDS, budgets_now, read_ledger
 
-__all__ = ["TERMINAL", "run_status", "slurm_job_state", "status_report", "wait_slurm"]
+__all__ = ["TERMINAL", "budget_line", "run_status", "slurm_job_state", "status_report", "wait_slurm"]
 
 TERMINAL = {
     "COMPLETED",
@@ -66,6 +68,33 @@ def _last_checkpoint(out: Path) -> int | None:
     return None
 
 
+def _limits(out: Path, ledger: dict[str, Any]) -> dict[str, int]:
+    """The limits the last decision applied; before any: the recipe's launch section, else the defaults."""
+    from xlam_hpc.config import load_yaml
+    from xlam_hpc.launch.config import LaunchConfig
+
+    launch: Any = {}
+    if (out / "config.yaml").exists():
+        with contextlib.suppress(ConfigError):  # status reports what it can
+            launch = load_yaml(out / "config.yaml").get("launch")
+    launch = launch if isinstance(launch, dict) else {}
+    defaults = LaunchConfig()
+    given = ledger.get("limits", {})
+    return {k: int(given.get(k, launch.get(f"max_{k}", getattr(defaults, f"max_{k}")))) for k in KINDS.values()}
+
+
+def budget_line(budgets: dict[str, dict[str, Any]]) -> str:
+    """'failures 1/2 since checkpoint-400, timeouts 3/10, preemptions 0/10'."""
+    parts = []
+    for key in ("failures", "timeouts", "preemptions"):
+        b = budgets[key]
+        since = ""
+        if key != "timeouts" and b["used"]:
+            since = " without a checkpoint" if b["since"] is None else f" since checkpoint-{b['since']}"
+        parts.append(f"{key} {b['used']}/{b['limit']}{since}")
+    return ", ".join(parts)
+
+
 def run_status(out: Path) -> dict[str, Any]:
     """Status of one run directory (an output_dir)."""
     subs = (
@@ -73,7 +102,9 @@ def run_status(out: Path) -> dict[str, Any]:
         if (out / "launch" / "submissions.jsonl").exists()
         else []
     )
-    ledger = json.loads(ledger_path(out).read_text()) if ledger_path(out).exists() else {}
+    ledger = read_ledger(out)
+    limits = _limits(out, ledger)
+    budgets = {k: v | {"limit": limits[k]} for k, v in budgets_now(out, ledger).items()}
     last = subs[-1] if subs else {}
     state, restarts = (None, None)
     if last.get("cluster") == "slurm":
@@ -96,6 +127,8 @@ def run_status(out: Path) -> dict[str, Any]:
         "finished": finished,
         "restarts": restarts if restarts is not None else len(ledger.get("history", [])),
         "requeues": {k: ledger.get(k, 0) for k in ("timeouts", "preemptions", "failures")},
+        "budgets": budgets,
+        "budget_line": budget_line(budgets),
         "last_checkpoint_step": _last_checkpoint(out),
         "logs": last.get("logs"),
         "final_loss": metrics.get("final_loss"),
