@@ -136,20 +136,24 @@ class _Run:
         model = build_model(r.model, self.tokenizer)
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self._initial = model if r.task == "dpo" and r.train.lora is None else None
         if r.train.lora is not None:
             model = add_lora(model, r.train.lora)
         return model
 
     def _reference(self) -> Any:
-        """The DPO reference model (None: SFT, or LoRA, whose reference is the base with adapters disabled)."""
-        import copy
+        """The DPO reference model for `train.dpo.reference: model` with full fine-tuning: the initial policy
+        rebuilt (same seed, dtype and ZeRO-3 partitioning as the policy; never a deep copy). None for SFT,
+        LoRA (the base with adapters disabled) and `precomputed` (no second model during training)."""
+        import torch
 
-        if self._initial is None:
+        from xlam_hpc.train.model import build_model
+
+        r = self.recipe
+        if r.task != "dpo" or r.train.lora is not None or r.train.dpo.reference != "model":
             return None
-        reference = copy.deepcopy(self._initial).eval().requires_grad_(False)
-        self._initial = None
-        return reference
+        torch.manual_seed(r.seed)
+        reference = build_model(r.model, self.tokenizer, **getattr(self, "build_kwargs", {}))
+        return reference.eval().requires_grad_(False)
 
     def _engine(self) -> Any:
         import deepspeed
@@ -169,17 +173,22 @@ class _Run:
         return engine
 
     def _task(self) -> Any:
+        from xlam_hpc.train.loss import use_liger
+        from xlam_hpc.train.reference import reference_engine
         from xlam_hpc.train.runtime import all_reduce
         from xlam_hpc.train.tasks import DpoTask, SftTask
+
+        t = self.recipe.train
 
         def reduce_sum(v: int) -> int:
             return int(all_reduce(int(v), "sum", self.coll.device))
 
         if self.recipe.task == "dpo":
-            if self.reference is not None:
-                self.reference.to(self.device)
-            return DpoTask(self.recipe.train.dpo, self.reference, reduce_sum, self.dist.world_size)
-        return SftTask(reduce_sum, self.dist.world_size)
+            if self.reference is not None:  # precomputed: the table is attached by prepare_reference
+                self.reference = reference_engine(self.reference, self.engine, self.ds_config)
+            return DpoTask(t.dpo, self.reference, reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens)
+        liger = use_liger(t.fused_kernels, self.engine.device)
+        return SftTask(reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens, liger=liger)
 
     def loader(self) -> Any:
         from xlam_hpc.stream import build_loader
@@ -279,6 +288,10 @@ def run_training(recipe: Recipe) -> int:
     # collection (each walked ~200k objects, ~0.1 s, every few loader steps; bench/loader.py: +20% tokens/s).
     gc.collect()
     gc.freeze()
+    if recipe.task == "dpo" and recipe.train.dpo.reference == "precomputed":
+        from xlam_hpc.train.reference import prepare_reference
+
+        run.task.reference = prepare_reference(run, step)
     try:
         code = train_steps(run, loader, step, stop)
     finally:

@@ -28,6 +28,7 @@ def _tensorboard(out: Path, rank: int, step: int) -> Any:
 def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     """Run from `step` to max_steps; returns 0, or REQUEUE_EXIT_CODE after a signal-triggered save."""
     from xlam_hpc.train.runtime import all_reduce
+    from xlam_hpc.train.tasks import train_step
 
     t = run.recipe.train
     rank, world, device = run.dist.rank, run.dist.world_size, run.coll.device
@@ -41,11 +42,15 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     try:
         while step < t.max_steps:
             batch = next(loader)
-            loss, metrics = run.task.loss(run.engine, batch)
-            run.engine.backward(loss)
-            run.engine.step()
+            local_loss, metrics = train_step(
+                run.engine,
+                run.task,
+                batch,
+                step=step,
+                micro_batch_tokens=t.micro_batch_tokens,
+                reduce_max=lambda v: int(all_reduce(int(v), "max", device)),
+            )
             step += 1
-            local_loss = float(loss.detach())
             if trace is not None:
                 trace.write(json.dumps(trace_record(step, batch, loss=local_loss)) + "\n")
                 trace.flush()

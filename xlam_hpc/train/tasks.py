@@ -1,8 +1,10 @@
 """The loss of one step for each task: SFT (token-level cross-entropy) and DPO (TRL's pairwise losses).
 
-SFT: transformers' causal-LM loss with `num_items_in_batch` = loss tokens of the *global* batch / world
-size, so after DeepSpeed averages gradients over ranks every loss token of the step weighs the same,
-whatever its rank (per-rank means would overweight ranks with few tokens).
+`train_step` runs a rank's share of a step as micro-batches (xlam_hpc.train.microbatch), accumulating
+gradients, and each micro-batch's loss is normalized by the whole *global* step: SFT by the step's loss
+tokens / world size, DPO by its pairs / world size, so after DeepSpeed averages gradients over ranks every
+loss token (pair) of the step weighs the same whatever its rank or micro-batch, and the result equals the
+one-shot step. LM losses run in chunks (xlam_hpc.train.loss): no fp32 logits of all tokens at once.
 
 DPO: sequence log-probs via TRL's `selective_log_softmax`; the loss formulas are those of TRL 1.16's
 `DPOTrainer._compute_loss` (sigmoid, hinge, ipo), which TRL does not expose outside the trainer; a test
@@ -19,9 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from xlam_hpc.train import loss as lm
 from xlam_hpc.train.config import DpoConfig
+from xlam_hpc.train.microbatch import filler, split
 
-__all__ = ["DpoTask", "SftTask", "dpo_loss", "sequence_logps"]
+__all__ = ["DpoTask", "SftTask", "dpo_loss", "sequence_logps", "train_step"]
 
 
 @contextlib.contextmanager
@@ -46,16 +50,32 @@ def _model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
 class SftTask:
     """Cross-entropy on assistant tokens, normalized by the global number of loss tokens."""
 
-    def __init__(self, reduce_sum: Callable[[int], int], world_size: int) -> None:
-        self.reduce_sum, self.world_size = reduce_sum, world_size
+    pairs = False
 
-    def loss(self, engine: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
+    def __init__(
+        self, reduce_sum: Callable[[int], int], world_size: int, *, chunk_tokens: int = 4096, liger: bool = False
+    ) -> None:
+        self.reduce_sum, self.world_size = reduce_sum, world_size
+        self.chunk_tokens, self.liger = chunk_tokens, liger
+
+    def normalizer(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         global_tokens = self.reduce_sum(int(batch["num_loss_tokens"]))
-        inputs = _model_inputs(batch, engine.device)
-        labels = batch["labels"].to(engine.device)
-        out = engine(**inputs, labels=labels, num_items_in_batch=max(global_tokens, 1) / self.world_size)
-        # the reported loss is the global per-token mean: (this rank's sum / global count) summed over ranks
-        return out.loss, {"loss_tokens": global_tokens}
+        return max(global_tokens, 1) / self.world_size, {"loss_tokens": global_tokens}
+
+    def micro_loss(self, engine: Any, micro: dict[str, Any], norm: float, step: int = 0) -> tuple[Any, float]:
+        inputs = _model_inputs(micro, engine.device)
+        labels = micro["labels"].to(engine.device)
+        total = lm.token_loss_sum(engine, engine.module, inputs, labels, chunk=self.chunk_tokens, liger=self.liger)
+        # this rank's sum / (global count / world): summed over ranks, the global per-token mean
+        return total / norm, 0.0
+
+    def metrics(self, metrics: dict[str, Any], stat: float) -> dict[str, Any]:
+        return metrics
+
+    def loss(self, engine: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        """The whole batch in one forward (no micro-batches)."""
+        norm, metrics = self.normalizer(batch)
+        return self.micro_loss(engine, batch, norm)[0], metrics
 
 
 def sequence_logps(logits: torch.Tensor, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -95,34 +115,55 @@ def dpo_loss(
 
 
 class DpoTask:
-    """One forward of chosen+rejected rows through the policy and the reference."""
+    """Chosen+rejected rows through the policy in one forward; reference log-probs from `reference`:
+    None (LoRA: the policy with adapters disabled), a model or DeepSpeed engine (kept in eval mode), or a
+    table of precomputed values (`lookup(step, pair_ids)`, xlam_hpc.train.reference)."""
 
-    def __init__(self, cfg: DpoConfig, reference: Any, reduce_sum: Callable[[int], int], world_size: int) -> None:
+    pairs = True
+
+    def __init__(
+        self,
+        cfg: DpoConfig,
+        reference: Any,
+        reduce_sum: Callable[[int], int],
+        world_size: int,
+        *,
+        chunk_tokens: int = 4096,
+    ) -> None:
         if cfg.loss_type not in ("sigmoid", "hinge", "ipo"):
             from xlam_hpc.errors import ConfigError
 
             raise ConfigError(f"train.dpo.loss_type '{cfg.loss_type}' is not one of sigmoid, hinge, ipo")
         self.cfg, self.reference = cfg, reference
-        self.reduce_sum, self.world_size = reduce_sum, world_size
+        self.reduce_sum, self.world_size, self.chunk_tokens = reduce_sum, world_size, chunk_tokens
 
-    def _reference_logps(self, engine: Any, inputs: dict[str, Any], ids: Any, labels: Any) -> torch.Tensor:
+    def reference_logps(self, engine: Any, micro: dict[str, Any], step: int) -> torch.Tensor:
+        """[chosen..., rejected...] reference log-probs of a micro-batch's rows."""
+        if hasattr(self.reference, "lookup"):
+            if micro.get("filler"):
+                return torch.zeros(micro["input_ids"].shape[0], device=engine.device)
+            chosen, rejected = self.reference.lookup(step, micro["pair_ids"])
+            return torch.tensor(chosen + rejected, dtype=torch.float32, device=engine.device)
+        inputs = _model_inputs(micro, engine.device)
+        labels = micro["labels"].to(engine.device)
         with torch.no_grad():
             if self.reference is None:  # LoRA: the base model with adapters disabled is the reference
                 # eval(): the reference must not see (or draw RNG for) the policy's dropout
                 with engine.module.disable_adapter(), _eval(engine.module):
-                    logits = engine.module(**inputs).logits
-            else:
-                logits = self.reference(**inputs).logits  # a frozen copy, kept in eval mode
-        return sequence_logps(logits.float(), ids, labels)
+                    return lm.sequence_logps(engine.module, engine.module, inputs, labels, chunk=self.chunk_tokens)
+            module = getattr(self.reference, "module", self.reference)  # a DeepSpeed engine or the model
+            return lm.sequence_logps(self.reference, module, inputs, labels, chunk=self.chunk_tokens)
 
-    def loss(self, engine: Any, batch: dict[str, Any]) -> tuple[Any, dict[str, float]]:
-        n = batch["num_pairs"]
-        global_pairs = self.reduce_sum(n)
-        inputs = _model_inputs(batch, engine.device)
-        ids, labels = inputs["input_ids"], batch["labels"].to(engine.device)
-        logits = engine(**inputs).logits
-        policy = sequence_logps(logits.float(), ids, labels)
-        ref = self._reference_logps(engine, inputs, ids, labels)
+    def normalizer(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+        global_pairs = self.reduce_sum(int(batch["num_pairs"]))
+        return max(global_pairs, 1) / self.world_size, {"pairs": global_pairs}
+
+    def micro_loss(self, engine: Any, micro: dict[str, Any], norm: float, step: int = 0) -> tuple[Any, float]:
+        n = int(micro["num_pairs"])
+        inputs = _model_inputs(micro, engine.device)
+        labels = micro["labels"].to(engine.device)
+        policy = lm.sequence_logps(engine, engine.module, inputs, labels, chunk=self.chunk_tokens)
+        ref = self.reference_logps(engine, micro, step)
         tokens = (labels[:, 1:] != -100).sum(dim=1).float()
         per_pair = dpo_loss(
             policy[:n],
@@ -135,8 +176,56 @@ class DpoTask:
             rejected_tokens=tokens[n:],
         )
         # sum / (global pairs / world): the mean over the global batch after DeepSpeed's gradient averaging.
-        # `0 * logits.sum()` keeps the graph connected when every pair of this rank was dropped (overlong):
-        # all ranks must run the same backward for ZeRO's gradient reduction.
-        loss = per_pair.sum() / (max(global_pairs, 1) / self.world_size) + 0.0 * logits.sum()
+        # `0 * policy.sum()` keeps the graph connected when this micro-batch holds no pair (every pair of
+        # the rank was dropped as overlong, or a filler): all ranks must run the same backward for ZeRO.
+        loss = per_pair.sum() / norm + 0.0 * policy.sum()
         margins = ((policy[:n] - ref[:n]) - (policy[n:] - ref[n:])).detach()
-        return loss, {"pairs": global_pairs, "reward_margin": float(margins.mean()) if n else 0.0}
+        return loss, float(margins.sum())
+
+    def metrics(self, metrics: dict[str, Any], stat: float) -> dict[str, Any]:
+        """reward_margin: the mean log-ratio margin over the global step's pairs (all ranks' sums)."""
+        return {**metrics, "reward_margin": stat}
+
+    def loss(self, engine: Any, batch: dict[str, Any], step: int = 0) -> tuple[Any, dict[str, Any]]:
+        """The whole batch in one forward (no micro-batches)."""
+        norm, metrics = self.normalizer(batch)
+        micro = {**batch, "pair_ids": batch.get("sample_ids", [])}
+        loss, margin = self.micro_loss(engine, micro, norm, step)
+        return loss, self.metrics(metrics, margin / max(int(batch["num_pairs"]), 1))
+
+
+def train_step(
+    engine: Any,
+    task: SftTask | DpoTask,
+    batch: dict[str, Any],
+    *,
+    step: int,
+    micro_batch_tokens: int,
+    reduce_max: Callable[[int], int],
+) -> tuple[float, dict[str, Any]]:
+    """One optimizer step over this rank's `batch` (the `step`-th, 0-based) in micro-batches; returns this
+    rank's share of the step's loss (summed over its micro-batches) and the task's metrics.
+
+    Every rank runs the same number of backwards (the maximum; a rank with fewer runs zero-weighted
+    fillers): with ZeRO each backward reduces gradients collectively. DeepSpeed's accumulation boundary is
+    set by hand (its config keeps gradient_accumulation_steps=1, so it scales no loss): only the last
+    backward reduces for the step, and `engine.step()` runs once, advancing the optimizer, the LR schedule
+    and global_steps once per step.
+    """
+    norm, metrics = task.normalizer(batch)
+    micros = split(batch, micro_batch_tokens, pairs=task.pairs)
+    count = max(reduce_max(len(micros)), 1)
+    total, stat = 0.0, 0.0
+    for i in range(count):
+        engine.set_gradient_accumulation_boundary(i == count - 1)
+        real = i < len(micros)
+        loss, value = task.micro_loss(engine, micros[i] if real else filler(batch), norm, step)
+        if not real:
+            loss = loss * 0.0
+        engine.backward(loss)
+        total += float(loss.detach())
+        stat += value if real else 0.0
+    engine.step()
+    if task.pairs:
+        stat /= max(int(batch["num_pairs"]), 1)
+    return total, {**task.metrics(metrics, stat), "micro_batches": count}
