@@ -33,8 +33,11 @@ class LaunchConfig:
     signal_before_limit_s: int = 120
     """Send SIGUSR1 this long before the time limit (checkpoint and requeue)."""
     max_timeouts: int = 10
+    """Time-limit requeues over the run's whole life (each one saves a checkpoint): at least run time / time limit."""
     max_preemptions: int = 10
+    """Preemption requeues in a row without a new checkpoint."""
     max_failures: int = 2
+    """Failures (a crash, a dead rank) in a row without a new checkpoint; a newer checkpoint resets the count."""
     master_port_base: int = 20000
 
     def __post_init__(self) -> None:
