@@ -1,4 +1,5 @@
-"""`train.dpo.reference: precomputed` on 2 ranks with ZeRO-3: the stored reference log-probs come from the initial
+"""`train.dpo.reference: precomputed` on 2 ranks with ZeRO-3 (tied embeddings: the chunked loss's head weight is
+the partitioned embedding): the stored reference log-probs come from the initial
 policy (step 1: log-ratio 0, loss ln 2 per pair), a run interrupted and resumed reads them back and equals the
 uninterrupted run bit for bit, and a step beyond the precomputed ones is a clear error, never a recompute.
 
@@ -32,7 +33,7 @@ def test_precomputed_reference_zero3_resumes_exactly(train_data, tmp_path):
         tmp_path / "dpo.yaml",
         train_data["dpo"],
         task="dpo",
-        model={"dropout": 0.0},
+        model={"dropout": 0.0, "config_overrides": {"tie_word_embeddings": True}},  # the head is the embedding
         train={
             "max_steps": STEPS,
             "precision": "fp32",

@@ -2,8 +2,9 @@
 
 2 real ranks (torchrun, gloo, DeepSpeed on CPU, fp32, dropout 0). Per task, one run per budget: the whole
 rank share at once, and budgets that split it into several micro-batches (the ranks' counts differ, so the
-rank with fewer runs zero-weighted fillers). The DPO runs also vary the reference (model on ZeRO-2,
-precomputed, model on ZeRO-3): at step 1 the policy is the reference, so the loss is ln 2 on every rank.
+rank with fewer runs zero-weighted fillers); the finest split runs on ZeRO-3. The DPO runs also vary the
+reference (model on ZeRO-2, precomputed, model on ZeRO-3): at step 1 the policy is the reference, so the
+loss is ln 2 per pair on every rank.
 """
 
 from __future__ import annotations
@@ -53,9 +54,14 @@ def test_sft_packed_micro_batches_equal_one_shot(train_data, tmp_path):
         data={"global_batch_size": 32},
         collate={"seq_length": 256, "packing": True},
         model={"dropout": 0.0},
-        train={"max_steps": STEPS, "precision": "fp32", "deepspeed": "zero2"},
+        train={"max_steps": STEPS, "precision": "fp32"},
     )
-    runs = [_run(tmp_path, f"b{b}", recipe, f"train.micro_batch_tokens={b}") for b in (16 * 256, 5 * 256, 256)]
+    # the last on ZeRO-3: the fused loss's head-weight gradient must reach the partitioned parameter
+    budgets = {16 * 256: "zero2", 5 * 256: "zero2", 256: "zero3"}
+    runs = [
+        _run(tmp_path, f"b{b}", recipe, f"train.micro_batch_tokens={b}", f"train.deepspeed={z}")
+        for b, z in budgets.items()
+    ]
     assert [r[2][0] for r in runs] == [1, 2, 9], [r[2] for r in runs]  # one row each: the 9 of rank 0
     _same(runs)
 

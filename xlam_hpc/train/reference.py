@@ -64,16 +64,26 @@ class PrecomputedReference:
                 table.setdefault(step, {}).update(values)
         return cls(table)
 
+    def check(self, start: int, stop: int) -> None:
+        """Every step in [start, stop) was precomputed (checked up front: the table is the same on all ranks,
+        so they all stop here together instead of one failing inside a collective step)."""
+        missing = [s for s in range(start, stop) if str(s) not in self.table]
+        if missing:
+            _missing(missing[0], "")
+
     def lookup(self, step: int, pair_ids: list[str]) -> tuple[list[float], list[float]]:
         values = self.table.get(str(step), {})
         missing = [i for i in pair_ids if i not in values]
         if missing:
-            raise ConfigError(
-                f"train.dpo.reference: precomputed holds no reference log-probs for step {step} sample(s) "
-                f"{missing[:3]} (was max_steps raised, or the data changed, after they were computed?); "
-                "start a new output_dir or use reference: model"
-            )
+            _missing(step, f" sample(s) {missing[:3]}")
         return [values[i][0] for i in pair_ids], [values[i][1] for i in pair_ids]
+
+
+def _missing(step: int, what: str) -> None:
+    raise ConfigError(
+        f"train.dpo.reference: precomputed holds no reference log-probs for step {step}{what} (was max_steps "
+        "raised, or the data changed, after they were computed?); start a new output_dir or use reference: model"
+    )
 
 
 def precompute(run: Any, folder: Path) -> None:
@@ -90,6 +100,7 @@ def precompute(run: Any, folder: Path) -> None:
     with torch.no_grad(), _eval(module):
         for step in range(t.max_steps):
             batch = dataset.make_batch(step)
+            table.setdefault(str(step), {})  # a step whose pairs were all dropped still counts as computed
             micros = split(batch, t.micro_batch_tokens, pairs=True)
             count = int(all_reduce(len(micros), "max", run.coll.device))  # ZeRO-3 forwards gather collectively
             for i in range(max(count, 1)):
@@ -126,4 +137,6 @@ def prepare_reference(run: Any, step: int) -> PrecomputedReference:
         if run.dist.rank == 0:
             done.write_text(json.dumps({"max_steps": run.recipe.train.max_steps}) + "\n")
     run.coll.barrier()
-    return PrecomputedReference.load(folder)
+    reference = PrecomputedReference.load(folder)
+    reference.check(step, run.recipe.train.max_steps)
+    return reference
