@@ -1,6 +1,6 @@
 """`xlam-hpc` command line: one subcommand per stage of the data flow.
 
-convert → shard → inspect → render → stream → train → submit/sweep/status. Heavy imports (torch, deepspeed)
+convert → shard → inspect → render → stream → train → submit/sweep/status → export. Heavy imports (torch, deepspeed)
 happen inside the handlers so `xlam-hpc --help` and the data commands start fast. Every XlamError is
 printed as one line naming the file/record at fault; a traceback means a bug.
 """
@@ -240,6 +240,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_training(load_recipe(args.recipe, args.overrides))
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from xlam_hpc.train.export import export_run, parse_size
+
+    out = export_run(
+        args.run_dir,
+        args.output,
+        checkpoint=args.checkpoint,
+        merge_lora=args.merge_lora,
+        max_bytes=parse_size(args.max_shard_size),
+        dtype=args.dtype,
+    )
+    what = "final" if args.checkpoint is None else f"checkpoint-{args.checkpoint}"
+    print(f"exported {args.run_dir} ({what}) to {out}")
+    return 0
+
+
 def _recipe_for_launch(args: argparse.Namespace):
     from xlam_hpc.recipe import load_recipe
 
@@ -438,6 +454,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. train.lr=1e-5")
     p.set_defaults(handler=_cmd_train)
+
+    p = sub.add_parser("export", help="a run's final model or checkpoint-N as a plain transformers folder")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training output_dir")
+    p.add_argument("--checkpoint", type=int, metavar="N", help="export checkpoint-N instead of final")
+    p.add_argument("--merge-lora", action="store_true", help="LoRA runs: merge the adapter into the base model")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="merged/consolidated weights (default fp32)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="a new or empty directory")
+    p.set_defaults(handler=_cmd_export)
 
     p = sub.add_parser("submit", help="run a recipe with submitit: local (default) or Slurm, with requeue")
     p.add_argument("recipe", metavar="RECIPE.yaml")

@@ -115,16 +115,26 @@ class _Run:
         import torch
 
         from xlam_hpc.stream.seeding import seed_rank
+        from xlam_hpc.train.export import peak_rss_mib
+        from xlam_hpc.train.model import train_dtype
         from xlam_hpc.train.runtime import device_for, init_process_group
 
         r = self.recipe
         self.preflight()
-        torch.manual_seed(r.seed)  # identical initial weights on every rank
-        self.model = self._model()
-        self.reference = self._reference()
-        seed_rank(r.seed, self.dist.rank)  # from here on each rank draws its own dropout masks
+        # the process group first: ZeRO-3 builds the model partitioned across the ranks from the start
         self.device = device_for(self.dist)
         self.coll = init_process_group(self.dist, timeout_s=max(600.0, r.train.grace_period_s * 4))
+        self.build_kwargs = {
+            "dtype": train_dtype(self.precision),
+            "ds_config": self.ds_config,
+            "seq_length": r.collate.seq_length,
+            "seed": r.seed,  # identical initial weights on every rank, and for every build (DPO reference)
+        }
+        torch.manual_seed(r.seed)
+        self.model = self._model()
+        self.memory = {"model": peak_rss_mib()}  # ZeRO-3 vs ZeRO-2: bench/zero_init_memory.py
+        self.reference = self._reference()
+        seed_rank(r.seed, self.dist.rank)  # from here on each rank draws its own dropout masks
         self.ckpt = CheckpointManager(self.out, self.coll, keep_last=r.train.keep_last, fingerprint=r.fingerprint())
         self.engine = self._engine()
         self.task = self._task()
@@ -133,7 +143,7 @@ class _Run:
         from xlam_hpc.train.model import add_lora, build_model
 
         r = self.recipe
-        model = build_model(r.model, self.tokenizer)
+        model = build_model(r.model, self.tokenizer, **self.build_kwargs)
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if r.train.lora is not None:
@@ -159,6 +169,8 @@ class _Run:
         import deepspeed
         import torch
 
+        from xlam_hpc.train.export import peak_rss_mib
+
         t = self.recipe.train
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
@@ -170,6 +182,9 @@ class _Run:
             config=self.ds_config,
             model_parameters=params,
         )
+        m = self.memory
+        m["setup"] = peak_rss_mib()
+        log.info("peak RSS: %.0f MiB after the model, %.0f MiB after the engine", m["model"], m["setup"])
         return engine
 
     def _task(self) -> Any:

@@ -7,13 +7,25 @@ asks for it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.train.config import LoraConfig, ModelConfig
 
-__all__ = ["PRESETS", "build_model", "check_model_vocab", "check_vocab", "read_model_config"]
+__all__ = [
+    "PRESETS",
+    "build_model",
+    "check_model_vocab",
+    "check_vocab",
+    "drop_sliding_window",
+    "model_config",
+    "read_model_config",
+    "train_dtype",
+]
+
+log = logging.getLogger("xlam_hpc.train")
 
 _TINY: dict[str, Any] = {
     "hidden_size": 64,
@@ -101,30 +113,143 @@ def check_model_vocab(
         check_vocab(vocab, tokenizer, where, tokenizer_source)
 
 
-def build_model(cfg: ModelConfig, tokenizer: Any, *, dtype: Any = None) -> Any:
-    """The causal LM described by `cfg`; random init for presets (seed the RNG before calling)."""
+def train_dtype(precision: str) -> Any:
+    """The dtype weights are loaded in for a resolved precision: bf16/fp16 as trained, else fp32."""
     import torch
-    from transformers import AutoModelForCausalLM
 
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:  # build_model runs twice with a DPO reference
+        _logged.add(message)
+        log.info(message)
+
+
+def drop_sliding_window(config: Any, seq_length: int | None) -> dict[str, Any]:
+    """Set `sliding_window` to None when no row is longer than the window (attention is then identical);
+    returns the text config's original values of what changed ({}: nothing). With a window, transformers
+    builds a dense sliding-window mask; without one it keeps the fast causal path. Per-layer-type models whose
+    sliding layers have their own RoPE (Gemma 2/3 style) are left as they are."""
+    text = config.get_text_config()
+    window = getattr(text, "sliding_window", None)
+    if seq_length is None or not isinstance(window, int) or window < seq_length:
+        return {}
+    original: dict[str, Any] = {"sliding_window": window}
+    layer_types = getattr(text, "layer_types", None)
+    if layer_types and "sliding_attention" in layer_types:
+        rope = getattr(text, "rope_parameters", None)
+        if isinstance(rope, dict) and "sliding_attention" in rope:
+            return {}
+        original["layer_types"] = list(layer_types)
+        text.layer_types = ["full_attention" if t == "sliding_attention" else t for t in layer_types]
+    if getattr(text, "use_sliding_window", None):  # Qwen2 style: the flag must agree with the absent window
+        original["use_sliding_window"] = True
+        text.use_sliding_window = False
+    text.sliding_window = None
+    _log_once(f"sliding_window {window} >= collate.seq_length {seq_length}: full causal attention (same result)")
+    return original
+
+
+def _zero3(ds_config: dict[str, Any] | None) -> bool:
+    return bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage", 0) == 3
+
+
+def model_config(cfg: ModelConfig, tokenizer: Any, seq_length: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """The config build_model builds from, and what `drop_sliding_window` changed in it."""
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     config = read_model_config(cfg)
     check_model_vocab(cfg, config, tokenizer)
     if config is None:
         config = _preset_config(cfg, len(tokenizer), pad_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
-        _apply_dropout(config, cfg.dropout)
         config._attn_implementation = cfg.attn_implementation
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
-    else:
-        _apply_dropout(config, cfg.dropout)
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path,
-            config=config,
-            dtype=dtype or torch.float32,
-            attn_implementation=cfg.attn_implementation,
-            trust_remote_code=cfg.trust_remote_code,
-        )
-    check_vocab(model.get_input_embeddings().num_embeddings, tokenizer, cfg.name_or_path)
+    _apply_dropout(config, cfg.dropout)
+    return config, drop_sliding_window(config, seq_length)
+
+
+def build_model(
+    cfg: ModelConfig,
+    tokenizer: Any,
+    *,
+    dtype: Any = None,
+    ds_config: dict[str, Any] | None = None,
+    seq_length: int | None = None,
+    seed: int | None = None,
+) -> Any:
+    """The causal LM described by `cfg`: a local checkpoint's weights, or random init for a preset.
+
+    dtype: the training dtype (default fp32); weights are read straight into it (transformers 5 builds on
+    the meta device, so a checkpoint is never materialized twice in host memory).
+    ds_config: the DeepSpeed config; under ZeRO-3 the model is built inside DeepSpeed's partitioned init
+    (torch.distributed must be up): each rank holds 1/world of the weights from the start, a preset is
+    initialized on rank 0 and broadcast, a checkpoint is read by rank 0 one module at a time.
+    seq_length: drop a sliding window at least this long (see `drop_sliding_window`).
+    seed: reseed the global RNG first, so that a second call (the DPO reference) builds the same preset.
+    """
+    from contextlib import nullcontext
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    dtype = dtype or torch.float32
+    if seed is not None:
+        torch.manual_seed(seed)
+    preset = cfg.name_or_path in PRESETS
+    config, restore = model_config(cfg, tokenizer, seq_length)
+    # transformers' own ZeRO-3 path (zero.Init in from_config/from_pretrained) is switched on by this object
+    # existing: keep a reference for the duration of the build
+    hf_ds = None
+    if _zero3(ds_config):
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds = HfDeepSpeedConfig(ds_config)
+    try:
+        if preset:
+            # outside ZeRO-3 too, construction draws nothing and _reinit_like_zero3 initializes once
+            with nullcontext() if hf_ds is not None else no_init_weights():
+                model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                cfg.name_or_path,
+                config=config,
+                dtype=dtype,
+                attn_implementation=cfg.attn_implementation,
+                trust_remote_code=cfg.trust_remote_code,
+            )
+    finally:
+        del hf_ds
+    if preset and not _zero3(ds_config):
+        _reinit_like_zero3(model, torch.initial_seed())
+    if restore:
+        model.xlam_config_restore = restore  # the export writes the original config back
+    check_vocab(_num_embeddings(model), tokenizer, cfg.name_or_path)
     return model
+
+
+def _reinit_like_zero3(model: Any, seed: int) -> None:
+    """Initialize a preset the way transformers does under ZeRO-3 (where module construction draws nothing
+    from the RNG before the init), so a preset's weights depend on the seed alone, not on the ZeRO stage: an
+    export rebuilds the base of a LoRA run on one process."""
+    import torch
+
+    for module in model.modules():
+        module.__dict__.pop("_is_hf_initialized", None)
+        for tensor in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
+            tensor.__dict__.pop("_is_hf_initialized", None)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        model.initialize_weights()
+    model.tie_weights()
+
+
+def _num_embeddings(model: Any) -> int:
+    weight = model.get_input_embeddings().weight
+    shape = getattr(weight, "ds_shape", None)  # a ZeRO-3 partitioned parameter is empty locally
+    return int(shape[0]) if shape is not None else int(weight.shape[0])
 
 
 def add_lora(model: Any, lora: LoraConfig) -> Any:

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from xlam_hpc.collate.config import CollateConfig
 from xlam_hpc.stream.probe import trace_record
+from xlam_hpc.train.export import RENDER_OPTIONS, export_final, render_options, save_tokenizer, training_template
 from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
 
 __all__ = ["RENDER_OPTIONS", "export_final", "render_options", "save_tokenizer", "train_steps", "training_template"]
@@ -128,68 +128,3 @@ def _write_metrics(run: Any, step: int) -> None:
         "fingerprint": run.recipe.fingerprint(),
     }
     (run.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
-
-
-RENDER_OPTIONS = "xlam_render.json"
-"""File in output_dir/final with the collate options the template was rendered with (when not the defaults)."""
-
-
-def training_template(collate: CollateConfig, tokenizer: Any) -> str | dict[str, str]:
-    """The chat template training renders with: the renderer's own (so a bad `collate.chat_template` fails
-    here, in preflight), which is what the export saves for inference."""
-    from xlam_hpc.collate.template import BuiltinRenderer, renderer_for
-
-    renderer = renderer_for(collate, tokenizer)
-    if isinstance(renderer, BuiltinRenderer):
-        return renderer.template
-    templates: dict[str, str] = renderer.templates
-    return templates["default"] if list(templates) == ["default"] else templates
-
-
-def render_options(collate: CollateConfig) -> dict[str, Any] | None:
-    """The collate options besides the template that change the rendering, when any differs from its default
-    (the built-in template takes none)."""
-    if collate.chat_template == "builtin":
-        return None
-    default = CollateConfig()
-    options = {name: getattr(collate, name) for name in ("template_kwargs", "tool_arguments", "tool_call_ids")}
-    if all(value == getattr(default, name) for name, value in options.items()):
-        return None
-    return options
-
-
-def save_tokenizer(final: Path, tokenizer: Any, template: str | dict[str, str], collate: CollateConfig) -> None:
-    """`tokenizer` saved into `final` with `template` as its chat template (the live tokenizer is left as it
-    was), plus RENDER_OPTIONS when the collate options that change the rendering are not the defaults."""
-    own = tokenizer.chat_template
-    tokenizer.chat_template = template
-    try:
-        tokenizer.save_pretrained(final)
-    finally:
-        tokenizer.chat_template = own
-    options = render_options(collate)
-    target = final / RENDER_OPTIONS
-    if options is None:
-        target.unlink(missing_ok=True)  # from an earlier export of this output_dir
-    else:
-        target.write_text(json.dumps(options, indent=1, ensure_ascii=False) + "\n")
-
-
-def export_final(run: Any) -> None:
-    """output_dir/final: the model (or LoRA adapter) and the tokenizer with the chat template used in training.
-
-    With non-default `collate.template_kwargs` / `tool_arguments` / `tool_call_ids`, final/xlam_render.json
-    holds them: inference renders identically with `tokenizer.apply_chat_template(to_hf_messages(system, turns,
-    tool_arguments, tool_call_ids), tools=..., **template_kwargs)`.
-    """
-    import deepspeed
-
-    final = run.out / "final"
-    module = run.engine.module
-    with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-        if run.dist.rank == 0:
-            final.mkdir(exist_ok=True)
-            module.save_pretrained(final, safe_serialization=True)
-    if run.dist.rank == 0:
-        save_tokenizer(final, run.tokenizer, run.chat_template, run.recipe.collate)
-        log.info("final model written to %s", final)
