@@ -59,6 +59,8 @@ from xlam_hpc.shard import ShardConfig, write_shards  # noqa: E402
 DATA = ROOT / "tests" / "data"
 SEQ_LENGTH = 1024
 SEED = 7
+LR = 1.0e-3
+WARMUP_LR_STEPS = 2
 STEP_RE = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ tokens/s (\d+) pad ([\d.]+)")
 SAVED_RE = re.compile(r"saved checkpoint-(\d+) in ([\d.]+) s")
 RESUMED_RE = re.compile(r"resumed from checkpoint-(\d+) \(step (\d+)\) in ([\d.]+) s")
@@ -113,7 +115,19 @@ def build_shards(work: Path) -> Path:
     return work / "sft"
 
 
-def write_recipe(path: Path, shards: Path, steps: int, batch: int) -> Path:
+def model_overrides(args: argparse.Namespace) -> dict[str, int]:
+    """tiny-mistral resized: at hidden 512 x 8 layers the decoder layers hold more FLOPs than the LM head
+    (32768 x 512), unlike the 2-layer hidden-64 preset where the head (and TRL's extra pass over it) was all."""
+    return {
+        "hidden_size": args.hidden,
+        "intermediate_size": args.intermediate,
+        "num_hidden_layers": args.layers,
+        "num_attention_heads": args.hidden // 64,
+        "num_key_value_heads": max(1, args.hidden // 128),
+    }
+
+
+def write_recipe(path: Path, shards: Path, steps: int, batch: int, overrides: dict[str, int]) -> Path:
     import yaml
 
     recipe = {
@@ -121,12 +135,12 @@ def write_recipe(path: Path, shards: Path, steps: int, batch: int) -> Path:
         "seed": SEED,
         "data": {"shards": [str(shards)], "global_batch_size": batch},
         "collate": {"seq_length": SEQ_LENGTH, "chat_template": "builtin", "packing": True},
-        "model": {"name_or_path": "tiny-mistral", "dropout": 0.0},
+        "model": {"name_or_path": "tiny-mistral", "dropout": 0.0, "config_overrides": overrides},
         "train": {
             "max_steps": steps,
             "save_interval": steps,  # one save, after the last timed step
-            "lr": 1.0e-3,
-            "warmup_steps": 2,
+            "lr": LR,
+            "warmup_steps": WARMUP_LR_STEPS,
             "schedule": "cosine",
             "deepspeed": "zero2",
             "trace_samples": True,
@@ -255,15 +269,93 @@ def trl_conversations(recipe_path: Path, trace: dict[int, dict[str, Any]], token
     return rows, ours
 
 
-def run_trl(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, warmup: int, batch: int, work: Path):
+def initial_model(recipe: Any, tokenizer: Any) -> Any:
+    """The trainer's initial model, built as `xlam_hpc.train.loop` builds it on one CPU process (fp32, the
+    preset's config with the recipe's overrides, a sliding window >= seq_length dropped, seeded init)."""
+    import inspect
+
     import torch
+
+    from xlam_hpc.train.model import build_model
+
+    torch.manual_seed(recipe.seed)
+    accepted = inspect.signature(build_model).parameters
+    kwargs = {"dtype": torch.float32, "seq_length": recipe.collate.seq_length, "seed": recipe.seed}
+    return build_model(recipe.model, tokenizer, **{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def our_batches(recipe: Any, tokenizer: Any, steps: int) -> list[dict[str, Any]]:
+    """The packed batches our trainer trains on (its loader: rank 0 of 1, the recipe's seed), in step order."""
+    from xlam_hpc.stream import build_loader
+
+    loader = build_loader(recipe.data, recipe.collate, tokenizer, rank=0, world_size=1, seed=recipe.seed, task="sft")
+    try:
+        return [next(loader) for _ in range(steps)]
+    finally:
+        loader.close()
+
+
+def run_plain(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, warmup: int) -> dict[str, Any]:
+    """The baseline a user writes without us: the same packed rows (input_ids, position_ids, labels; no attention
+    mask, so transformers masks across packed samples from position_ids, as in our step) loaded before the timed
+    loop, `model(..., labels=labels).loss` (transformers' masked mean over the labelled tokens), backward,
+    `clip_grad_norm_(1.0)` (ours clips too), `torch.optim.AdamW` step with the same LambdaLR schedule, fp32."""
+    import torch
+
+    from xlam_hpc.recipe import load_recipe
+    from xlam_hpc.train.loop import lr_lambda
+
+    recipe = load_recipe(recipe_path)
+    t = recipe.train
+    tokenizer = recipe.load_tokenizer()
+    batches = our_batches(recipe, tokenizer, steps)
+    same_samples = [b["sample_ids"] for b in batches] == [trace[s]["sample_ids"] for s in range(1, steps + 1)]
+    model = initial_model(recipe, tokenizer)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.schedule, t.warmup_steps, t.max_steps))
+    at, cpu, losses = {0: time.monotonic()}, {0: time.process_time()}, []
+    for step, batch in enumerate(batches, start=1):
+        out = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], labels=batch["labels"], use_cache=False
+        )
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(float(out.loss.detach()))
+        at[step], cpu[step] = time.monotonic(), time.process_time()
+    measured = list(range(warmup + 1, steps + 1))
+    tokens = sum(batches[s - 1]["num_tokens"] for s in measured)
+    seconds = at[steps] - at[warmup]
+    cpu_seconds = cpu[steps] - cpu[warmup]
+    return {
+        "tokens_per_s": round(tokens / seconds, 1),
+        "real_tokens_measured": tokens,
+        "seconds_measured": round(seconds, 3),
+        "cpu_seconds_measured": round(cpu_seconds, 3),
+        "tokens_per_cpu_s": round(tokens / cpu_seconds, 1),
+        "step_seconds": [round(at[s] - at[s - 1], 3) for s in measured],
+        "first_steps_seconds": [round(at[s] - at[s - 1], 3) for s in range(1, warmup + 1)],
+        "losses": [round(x, 4) for x in losses],
+        "same_samples_per_step_as_ours": same_samples,
+        "rows_per_step": [int(b["input_ids"].shape[0]) for b in batches],
+        "torch_threads": torch.get_num_threads(),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab_size": model.get_output_embeddings().weight.shape[0],
+        "sliding_window": getattr(model.config, "sliding_window", None),
+    }
+
+
+def run_trl(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, warmup: int, batch: int, work: Path):
     from datasets import Dataset, Features, Json, List, Value
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     from xlam_hpc.collate import BUILTIN_TEMPLATE, load_tokenizer
     from xlam_hpc.recipe import load_recipe
-    from xlam_hpc.train.model import build_model
 
     recipe = load_recipe(recipe_path)
     tokenizer = load_tokenizer(recipe.tokenizer)
@@ -271,8 +363,7 @@ def run_trl(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, war
     tokenizer.chat_template = BUILTIN_TEMPLATE
     # Json keeps each message's own keys (Arrow structs would add null keys that the template would render)
     dataset = Dataset.from_list(rows, features=Features({"messages": List(Json()), "tools": Value("string")}))
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model, tokenizer)
+    model = initial_model(recipe, tokenizer)
 
     class Clock(TrainerCallback):
         def __init__(self) -> None:
@@ -297,9 +388,9 @@ def run_trl(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, war
         assistant_only_loss=True,
         gradient_checkpointing=False,
         max_steps=steps,
-        learning_rate=1.0e-3,
+        learning_rate=LR,
         lr_scheduler_type="cosine",
-        warmup_steps=2,
+        warmup_steps=WARMUP_LR_STEPS,
         weight_decay=0.0,
         max_grad_norm=1.0,
         logging_steps=1,
@@ -356,9 +447,13 @@ def run_trl(recipe_path: Path, trace: dict[int, dict[str, Any]], steps: int, war
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps per run (incl. warm-up)")
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per run (incl. warm-up)")
     parser.add_argument("--warmup-steps", type=int, default=2, help="first steps left out of the rates")
-    parser.add_argument("--batch", type=int, default=8, help="samples per step (ours: global_batch_size)")
+    parser.add_argument("--batch", type=int, default=4, help="samples per step (ours: global_batch_size)")
+    parser.add_argument("--hidden", type=int, default=512, help="model hidden size (heads: hidden / 64)")
+    parser.add_argument("--layers", type=int, default=8, help="decoder layers")
+    parser.add_argument("--intermediate", type=int, default=1376, help="MLP intermediate size")
+    parser.add_argument("--no-trl", action="store_true", help="skip the TRL baseline (and the resume run)")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (path in the JSON)")
     args = parser.parse_args()
 
@@ -369,41 +464,58 @@ def main() -> int:
     began = time.monotonic()
     load_start = loadavg()
     work = Path(tempfile.mkdtemp(prefix="xlam-bench-train-"))
+    overrides = model_overrides(args)
     try:
         shards = build_shards(work)
-        recipe = write_recipe(work / "recipe.yaml", shards, args.steps, args.batch)
+        recipe = write_recipe(work / "recipe.yaml", shards, args.steps, args.batch, overrides)
         out, log = work / "ours", work / "ours.log"
         ours = run_ours(recipe, out, log, args.steps, args.warmup_steps)
         load_after_ours = loadavg()
-        resumed = run_resume(recipe, out, work / "resume.log", args.steps)
         trace = ours.pop("trace")
-        trl = run_trl(recipe, trace, args.steps, args.warmup_steps, args.batch, work)
+        plain = run_plain(recipe, trace, args.steps, args.warmup_steps)
+        resumed = trl = None
+        if not args.no_trl:
+            resumed = run_resume(recipe, out, work / "resume.log", args.steps)
+            trl = run_trl(recipe, trace, args.steps, args.warmup_steps, args.batch, work)
         saved = dict(ours.pop("saved"))
         result = {
             "bench": "train_cpu",
             "method": (
                 "real (non-pad) tokens of steps warmup+1..N / their wall time; ours: arrival times of the per-step "
-                "trace lines of `python -m xlam_hpc train` (polled every 5 ms), TRL: on_step_end times"
+                "trace lines of `python -m xlam_hpc train` (polled every 5 ms; start-up and the first steps "
+                "excluded), plain loop: time.monotonic after each optimizer step, TRL: on_step_end times"
             ),
+            "model": {
+                "preset": "tiny-mistral",
+                **overrides,
+                "vocab_size": plain["vocab_size"],
+                "parameters": plain["parameters"],
+                "sliding_window": plain["sliding_window"],
+            },
             "samples_per_step": args.batch,
             "seq_length": SEQ_LENGTH,
             "steps_per_run": args.steps,
             "steps_measured": args.steps - args.warmup_steps,
+            "torch_threads": plain["torch_threads"],
             "ours_tokens_per_s": ours["tokens_per_s"],
-            "trl_tokens_per_s": trl["tokens_per_s"],
-            "ratio": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2),
-            "target_ratio": 1.5,
+            "plain_tokens_per_s": plain["tokens_per_s"],
+            "trl_tokens_per_s": trl["tokens_per_s"] if trl else None,
+            "ratio_ours_plain": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
+            "target_ratio_ours_plain": 0.9,
+            "ratio_ours_trl": round(ours["tokens_per_s"] / trl["tokens_per_s"], 2) if trl else None,
+            "first_step_loss": {"ours": ours["losses"][0], "plain": plain["losses"][0]},
             "ours_pad_fraction": ours["pad_fraction"],
-            "trl_pad_fraction": trl["pad_fraction"],
+            "trl_pad_fraction": trl["pad_fraction"] if trl else None,
             "checkpoint_save_s": saved.get(args.steps),
-            "checkpoint_load_s": resumed["load_s"],
+            "checkpoint_load_s": resumed["load_s"] if resumed else None,
             "checkpoint_bytes": sum(
                 p.stat().st_size for p in (out / f"checkpoint-{args.steps}").rglob("*") if p.is_file()
             ),
             "ours": ours,
+            "plain": plain,
             "trl": trl,
             "resume_run": resumed,
-            "machine": machine(),
+            "machine": {**machine(), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
             "loadavg_start": load_start,
             "loadavg_after_ours": load_after_ours,
             "loadavg_end": loadavg(),
