@@ -133,7 +133,7 @@ def token_loss_sum(
 
     def head(lm_head: Any, hidden: torch.Tensor) -> torch.Tensor:
         h, t, _ = _flat_labelled(hidden, target)
-        if liger:
+        if liger and h.shape[0] > 0:  # ours for an empty selection: it keeps the head in the graph
             from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
             return LigerFusedLinearCrossEntropyLoss(reduction="sum")(lm_head.weight, h, t)
