@@ -85,10 +85,14 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, h.shape[0], chunk):
             hc, tc = h[start : start + chunk], target[start : start + chunk]
             logits = (hc @ weight.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, tc[:, None]).squeeze(1)).sum()
+            picked = logits.gather(1, tc[:, None]).squeeze(1)
+            # softmax by hand, in place of the logits: torch.logsumexp is a separate, ~2x slower pass on CPU
+            peak = logits.amax(dim=-1, keepdim=True)
+            exp = logits.sub_(peak).exp_()
+            norm = exp.sum(dim=-1, keepdim=True)
+            total += (peak.squeeze(1) + norm.log().squeeze(1) - picked).sum()
             if need_h or need_w:
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
+                grad = exp.div_(norm)
                 grad[torch.arange(len(tc), device=h.device), tc] -= 1.0
                 if need_h:
                     grad_h[start : start + chunk] = grad.to(weight.dtype) @ weight
