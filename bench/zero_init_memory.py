@@ -1,15 +1,17 @@
 """Peak host memory per rank, ZeRO-2 vs ZeRO-3, through the real trainer: prints one JSON object.
 
-  python bench/zero_init_memory.py [--hidden 1024] [--layers 8] [--intermediate 2816] [--steps 1]
+  python bench/zero_init_memory.py [--hidden 768] [--layers 20] [--intermediate 3072] [--ranks 4]
+                                   [--modes full lora] [--seq-length 128] [--steps 1]
 
-Two 2-rank runs (torchrun, gloo, CPU, fp32) of the same recipe, differing only in train.deepspeed: the
-tiny-mistral preset widened to ~160M parameters (config_overrides), seq_length 256, 4 samples per step.
-The trainer records each rank's peak RSS (getrusage ru_maxrss) after setup (model built + DeepSpeed engine),
-after the last training step and after writing output_dir/final, in output_dir/memory.json. Under ZeRO-3 the
-model is built inside DeepSpeed's partitioned init, so no rank ever holds all of its weights; under ZeRO-2
-every rank builds the whole model and DeepSpeed flattens a copy of it. Ratio = ZeRO-3 / ZeRO-2 of the larger
-rank's peak at each stage (lower is better). On a GPU the weights live in device memory instead; the host
-numbers here stand for both.
+For each mode (full fine-tuning, LoRA) two runs of the same recipe (torchrun, --ranks ranks, gloo, CPU,
+fp32), differing only in the ZeRO stage: the tiny-mistral preset widened by config_overrides (~230M
+parameters by default), 4 samples per step. Both DeepSpeed configs are the shipped ones with their absolute
+sizes (buckets, live parameters, reuse distance; tuned for ~7B) scaled by params/7B, see scaled_deepspeed.
+The trainer records each rank's peak RSS (getrusage ru_maxrss) in output_dir/memory.json: after the model
+is built ("model"), after the DeepSpeed engine ("setup"), after the last step ("train"), after writing
+output_dir/final ("export"). Under ZeRO-3 the model is built inside DeepSpeed's partitioned init, so no rank
+holds all of its weights; under ZeRO-2 every rank builds the whole model. Ratio = ZeRO-3 / ZeRO-2 of the
+largest rank's peak at each stage (lower is better). glibc's mmap threshold is fixed for both (see compare).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def scaled_deepspeed(work: Path, stage: str, params: int) -> Path:
     zero = config["zero_optimization"]
     for key in ("reduce_bucket_size", "allgather_bucket_size", "stage3_prefetch_bucket_size"):
         if key in zero:
-            zero[key] = int(zero[key] * scale)
+            zero[key] = max(1, int(zero[key] * scale) // 1024) * 1024  # DeepSpeed wants aligned buckets
     if stage == "zero3":
         zero["stage3_max_live_parameters"] = int(1e9 * scale)
         zero["stage3_max_reuse_distance"] = int(1e9 * scale)
@@ -124,12 +126,12 @@ def compare(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--intermediate", type=int, default=2816)
+    parser.add_argument("--hidden", type=int, default=768)
+    parser.add_argument("--layers", type=int, default=20)
+    parser.add_argument("--intermediate", type=int, default=3072)
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--ranks", type=int, default=4)
-    parser.add_argument("--seq-length", type=int, default=256)
+    parser.add_argument("--seq-length", type=int, default=128)
     parser.add_argument("--modes", nargs="+", choices=["full", "lora"], default=["full", "lora"])
     args = parser.parse_args()
     model = {
