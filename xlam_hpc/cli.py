@@ -322,7 +322,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     for r in rows:
         task = f"task {r['task']:>3} " if "task" in r else ""
         print(
-            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']} {r['requeues']} "
+            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']} {r['budget_line']} "
             f"checkpoint {r['last_checkpoint_step']} loss {r['final_loss']}  {r['output_dir']}  logs {r['logs']}"
         )
     from pathlib import Path

@@ -144,11 +144,22 @@ class _Run:
 
         r = self.recipe
         model = build_model(r.model, self.tokenizer, **self.build_kwargs)
+        self._kernels(model, "policy")
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         if r.train.lora is not None:
             model = add_lora(model, r.train.lora)
         return model
+
+    def _kernels(self, model: Any, what: str) -> None:
+        """torch.compile / Liger as train.compile and train.fused_kernels choose for this device (the policy and
+        a DPO reference alike: at step 0 their log-probs must come from the same kernels)."""
+        from xlam_hpc.train.kernels import apply_kernels
+
+        t = self.recipe.train
+        choice = apply_kernels(model, t.compile, t.fused_kernels, self.device)
+        if self.dist.rank == 0:
+            log.info("%s kernels: %s", what, choice.why)
 
     def _reference(self) -> Any:
         """The DPO reference model for `train.dpo.reference: model` with full fine-tuning: the initial policy
@@ -162,7 +173,8 @@ class _Run:
         if r.task != "dpo" or r.train.lora is not None or r.train.dpo.reference != "model":
             return None
         torch.manual_seed(r.seed)
-        reference = build_model(r.model, self.tokenizer, **getattr(self, "build_kwargs", {}))
+        reference = build_model(r.model, self.tokenizer, **self.build_kwargs)
+        self._kernels(reference, "reference")
         return reference.eval().requires_grad_(False)
 
     def _engine(self) -> Any:
