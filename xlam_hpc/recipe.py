@@ -99,6 +99,7 @@ class Recipe:
             "compile",
             "fused_kernels",
             "deterministic",
+            "export_shard_size",
         ):
             data["train"].pop(key, None)
         data["data"].pop("num_workers", None)

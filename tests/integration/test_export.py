@@ -20,15 +20,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from tests.integration.conftest import write_recipe
 from xlam_hpc.cli import main
 from xlam_hpc.testing.runs import torchrun_train
-from xlam_hpc.train.export import INDEX, SHARD_SIZE_ENV, load_weights
+from xlam_hpc.train.export import INDEX, load_weights
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _train(tmp: Path, shards: Path, train: dict, env: dict[str, str] | None = None) -> Path:
+def _train(tmp: Path, shards: Path, train: dict) -> Path:
     recipe = write_recipe(tmp / "recipe.yaml", shards, train={"trace_samples": False, **train})
     out = tmp / "run"
-    proc = torchrun_train(recipe, out, log=tmp / "run.log", env=env)
+    proc = torchrun_train(recipe, out, log=tmp / "run.log")
     assert proc.wait(timeout=600) == 0, (tmp / "run.log").read_text()[-4000:]
     return out
 
@@ -55,8 +55,8 @@ def _export(*args: str) -> int:
 @pytest.fixture(scope="module")
 def full_run(train_data, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("export-full")
-    train = {"deepspeed": "zero3", "max_steps": 3, "save_interval": 2}
-    return _train(tmp, train_data["sft"], train, env={SHARD_SIZE_ENV: "2MB"})
+    train = {"deepspeed": "zero3", "max_steps": 3, "save_interval": 2, "export_shard_size": "2MB"}
+    return _train(tmp, train_data["sft"], train)
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,8 @@ class TrainConfig:
     fused_kernels: Literal["auto"] | bool = "auto"
     """Liger kernels (RoPE, RMSNorm, SwiGLU, fused linear cross-entropy); auto: on GPU when liger-kernel is
     installed. true fails when it is not."""
+    export_shard_size: str = "5GB"
+    """Largest safetensors shard of output_dir/final (decimal units: 5GB, 500MB)."""
     deterministic: bool = False
     """torch.use_deterministic_algorithms on GPU (slower); on CPU, runs are bitwise reproducible anyway."""
     save_interval: int = 50

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import re
 import resource
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,6 @@ from xlam_hpc.errors import ConfigError
 __all__ = [
     "DEFAULT_SHARD_SIZE",
     "RENDER_OPTIONS",
-    "SHARD_SIZE_ENV",
     "ShardWriter",
     "export_final",
     "load_weights",
@@ -49,7 +47,6 @@ log = logging.getLogger("xlam_hpc.train")
 RENDER_OPTIONS = "xlam_render.json"
 """File in output_dir/final with the collate options the template was rendered with (when not the defaults)."""
 DEFAULT_SHARD_SIZE = 5 * 10**9
-SHARD_SIZE_ENV = "XLAM_HPC_EXPORT_SHARD_SIZE"
 """Environment variable: the largest shard of output_dir/final, e.g. 2GB (default 5GB, as transformers)."""
 INDEX = "model.safetensors.index.json"
 _WEIGHT_FILES = re.compile(
@@ -74,10 +71,6 @@ def parse_size(text: str | int) -> int:
     if size < 1:
         raise ConfigError(f"shard size '{text}' must be positive")
     return size
-
-
-def _shard_size() -> int:
-    return parse_size(os.environ.get(SHARD_SIZE_ENV) or DEFAULT_SHARD_SIZE)
 
 
 # -- planning (pure) -------------------------------------------------------------------------------
@@ -305,7 +298,7 @@ def export_final(run: Any) -> None:
     rank = run.dist.rank
     memory: dict[str, float] = dict(getattr(run, "memory", {}))
     memory["train"] = peak_rss_mib()
-    save_module(run.engine.module, final, rank=rank, max_bytes=_shard_size())
+    save_module(run.engine.module, final, rank=rank, max_bytes=parse_size(run.recipe.train.export_shard_size))
     memory["export"] = peak_rss_mib()
     if rank == 0:
         save_tokenizer(final, run.tokenizer, run.chat_template, run.recipe.collate)
