@@ -3,7 +3,8 @@
 - Data order: `generator(seed, purpose, *keys)` — independent of rank, worker and time, so the global
   sample order is the same whatever the world size.
 - Per rank: `seed_rank(seed, rank)` seeds python/numpy/torch (dropout!) from SeedSequence(seed,
-  spawn_key=(rank,)) — independent streams instead of xLAM's `base + rank`.
+  spawn_key=(rank,)) — independent streams instead of xLAM's `base + rank`; `seed_rank(seed, rank,
+  step)` after an elastic resume (another world size cannot continue the saved per-rank streams).
 - Per (rank, worker, epoch): `worker_generator` for any randomness inside DataLoader workers.
 - `rng_state()` / `set_rng_state()` capture and restore python, numpy, torch and CUDA generators, so a
   checkpoint resumes with the same dropout masks an uninterrupted run would have drawn.
@@ -41,15 +42,17 @@ def generator(seed: int, purpose: str, *keys: str | int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
 
 
-def _rank_sequence(seed: int, rank: int) -> np.random.SeedSequence:
-    return np.random.SeedSequence(seed, spawn_key=(_PURPOSES["rank"], rank))
+def _rank_sequence(seed: int, rank: int, step: int | None = None) -> np.random.SeedSequence:
+    key = (_PURPOSES["rank"], rank) if step is None else (_PURPOSES["rank"], rank, step)
+    return np.random.SeedSequence(seed, spawn_key=key)
 
 
-def seed_rank(seed: int, rank: int) -> None:
-    """Seed python, numpy (legacy global) and torch (CPU + CUDA) for one rank."""
+def seed_rank(seed: int, rank: int, step: int | None = None) -> None:
+    """Seed python, numpy (legacy global) and torch (CPU + CUDA) for one rank. `step`: the step an
+    elastic resume continues from (its ranks get fresh streams, distinct from the run's first ones)."""
     import torch
 
-    words = _rank_sequence(seed, rank).generate_state(4, dtype=np.uint32)
+    words = _rank_sequence(seed, rank, step).generate_state(4, dtype=np.uint32)
     random.seed(int(words[0]))
     np.random.seed(int(words[1]))
     torch.manual_seed(int(words[2]) << 32 | int(words[3]))

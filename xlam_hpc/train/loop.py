@@ -248,10 +248,11 @@ class _Run:
             return 0
         path, manifest = found
         self.ckpt.check_fingerprint(manifest, force=r.resume == "force")
-        if manifest["world_size"] != self.dist.world_size:
-            raise ConfigError(
-                f"{path.name} was saved by {manifest['world_size']} ranks, this job has {self.dist.world_size}: "
-                "DeepSpeed optimizer partitions need the same world size"
+        if manifest["world_size"] != self.dist.world_size:  # ZeRO partitions differ: via a universal checkpoint
+            from xlam_hpc.train.elastic import resume_elastic
+
+            return resume_elastic(
+                self.engine, path, manifest, self.coll, loader, seed=r.seed, force=r.resume == "force"
             )
         started = time.monotonic()
         self.engine.load_checkpoint(
