@@ -1,13 +1,19 @@
-"""Training benchmark on CPU: prints one JSON object; the ratio is measured against a baseline in the same run.
+"""Training benchmark on CPU: prints one JSON object; the ratios are measured against baselines in the same run.
 
-  python bench/train_cpu.py [--steps 12] [--warmup-steps 2] [--batch 8]
+  python bench/train_cpu.py [--steps 8] [--warmup-steps 2] [--batch 4] [--hidden 512 --layers 8 --intermediate 1376]
+                            [--no-trl]
+
+Model: the tiny-mistral preset resized through model.config_overrides (default hidden 512, 8 layers, MLP 1376,
+8 heads, 4 KV heads; 56.8M parameters with the Mistral v3 vocabulary of 32768): the decoder layers hold more of
+the FLOPs than the LM head, unlike the 2-layer hidden-64 preset. fp32, one process, torch's default threads.
 
 Data: glaive_toolcall_en_demo.head20.json + xlam_fc_sample.jsonl from tests/data, converted and sharded into a
 temp dir (24 conversations, 197-1024 tokens with the built-in template and the mistral-v3 tokenizer).
 
 Ours: `python -m xlam_hpc train RECIPE output_dir=...` in a subprocess, exactly as users run it: packing
-(seq_length 1024), chat_template builtin, tiny-mistral (dropout 0), ZeRO-2, one process (torch's default
-thread count), global_batch_size samples per step, trace_samples true, log_interval 1.
+(seq_length 1024), chat_template builtin, the model above (dropout 0), ZeRO-2, one process (torch's default
+thread count), global_batch_size samples per step, trace_samples true, log_interval 1; the step code is
+whatever the trainer runs (micro-batches, chunked LM loss).
 Tokens/s = real (non-pad) tokens of steps warmup+1..N / wall time of those steps. The wall time is taken from
 the outside: this script polls the trace file (`trace/rank0.jsonl`, flushed once per optimizer step) every
 5 ms and timestamps each step's line, so step k's time is arrival(k) - arrival(k-1) and covers the whole
@@ -19,7 +25,13 @@ The throughput run saves only after its last step (so no save falls inside a tim
 FINISHED marker removed, as a job extended past its end) logs 'resumed from checkpoint-N (step N) in X s':
 the load time (DeepSpeed load_checkpoint + loader state + RNG).
 
-Baseline: TRL `SFTTrainer` with padding (no packing, no DeepSpeed), in this process after our runs:
+Baseline 1, plain PyTorch loop (in this process, after our run): the same packed batches from our loader
+(same rows, position_ids, labels; checked against our trace's sample ids), loaded before the timed loop; the
+same initial weights (`build_model` as the trainer calls it); `model(input_ids, position_ids, labels).loss`
+(transformers' masked mean), backward, clip_grad_norm_(1.0), torch.optim.AdamW + the same LambdaLR; fp32.
+Per-step time: time.monotonic() after each optimizer step. Its losses must equal ours.
+
+Baseline 2: TRL `SFTTrainer` with padding (no packing, no DeepSpeed), in this process after our runs:
 `SFTConfig(bf16=False, ...)` fp32 on CPU, per_device_train_batch_size = our samples per step,
 max_length 1024, report_to none, gradient_checkpointing False (SFTConfig defaults it to True; we do not
 recompute activations either), train_sampling_strategy sequential. Model: the same tiny-mistral config and
