@@ -22,7 +22,6 @@ Apply to the bare transformers model: before LoRA adapters are added and before 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import shutil
 from collections.abc import Collection
@@ -33,7 +32,6 @@ from xlam_hpc.errors import ConfigError
 
 __all__ = ["KernelChoice", "apply_kernels", "compile_layers", "detect_installed", "select_kernels"]
 
-log = logging.getLogger("xlam_hpc.train")
 
 INSTALL_LIGER = "pip install liger-kernel (it needs a CUDA GPU and triton)"
 
@@ -208,5 +206,4 @@ def apply_kernels(model: Any, compile: str | bool, fused_kernels: str | bool, de
             choice = KernelChoice(compile=False, liger=choice.liger, why=choice.why + "; no decoder layers to compile")
         else:
             compile_layers(base)
-    log.info("kernels: %s", choice.why)
     return choice

@@ -158,6 +158,7 @@ class _Run:
 
         t = self.recipe.train
         choice = apply_kernels(model, t.compile, t.fused_kernels, self.device)
+        self.liger = choice.liger  # the loss then uses Liger's fused linear cross-entropy too
         if self.dist.rank == 0:
             log.info("%s kernels: %s", what, choice.why)
 
@@ -200,7 +201,6 @@ class _Run:
         return engine
 
     def _task(self) -> Any:
-        from xlam_hpc.train.loss import use_liger
         from xlam_hpc.train.reference import reference_engine
         from xlam_hpc.train.runtime import all_reduce
         from xlam_hpc.train.tasks import DpoTask, SftTask
@@ -214,8 +214,7 @@ class _Run:
             if self.reference is not None:  # precomputed: the table is attached by prepare_reference
                 self.reference = reference_engine(self.reference, self.engine, self.ds_config)
             return DpoTask(t.dpo, self.reference, reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens)
-        liger = use_liger(t.fused_kernels, self.engine.device)
-        return SftTask(reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens, liger=liger)
+        return SftTask(reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens, liger=self.liger)
 
     def loader(self) -> Any:
         from xlam_hpc.stream import build_loader

@@ -8,8 +8,8 @@ peft wraps neither the head nor its call. The model returns our value in place o
 - `token_loss_sum`: the summed cross-entropy of the labelled tokens. Per chunk of `chunk` tokens the fp32
   logits, the loss and the gradients wrt the hidden states and the head weight are computed in the forward
   (the scheme of Liger's fused linear cross-entropy), so the backward needs no recompute. Hand-written
-  because transformers computes full logits and Liger needs CUDA; when Liger is usable
-  (`use_liger`) its kernel replaces ours.
+  because transformers computes full logits and Liger needs CUDA; when the kernel choice picks Liger
+  (`kernels.select_kernels`: CUDA, liger-kernel installed, not under torch.compile) its kernel replaces ours.
 - `sequence_logps`: per-row sums of log p(label) (DPO). The row weights of the gradient are only known in
   the backward, so each chunk is checkpointed and recomputed there instead.
 """
@@ -23,26 +23,9 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["sequence_logps", "shifted_labels", "token_loss_sum", "use_liger"]
+__all__ = ["sequence_logps", "shifted_labels", "token_loss_sum"]
 
 IGNORE = -100
-
-
-def use_liger(fused_kernels: str | bool, device: Any, available: bool | None = None) -> bool:
-    """Whether the loss runs on Liger's fused linear cross-entropy: never required, chosen on CUDA when
-    installed (`auto`); `true` fails without it, `false` never uses it. `available`: None detects."""
-    import importlib.util
-
-    if fused_kernels is False:
-        return False
-    if available is None:
-        available = importlib.util.find_spec("liger_kernel") is not None
-    cuda = torch.device(device).type == "cuda"
-    if fused_kernels is True and not (available and cuda):
-        from xlam_hpc.errors import ConfigError
-
-        raise ConfigError("train.fused_kernels: true needs the liger-kernel package and a CUDA device")
-    return available and cuda
 
 
 def shifted_labels(labels: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from xlam_hpc.train.loss import sequence_logps, token_loss_sum, use_liger
+from xlam_hpc.train.loss import sequence_logps, token_loss_sum
 from xlam_hpc.train.tasks import sequence_logps as logits_sequence_logps
 
 VOCAB = 97
@@ -105,17 +105,3 @@ def test_sequence_logps_match_full_logits(tied, chunk):
     _close(_grads(model), want)
     with torch.no_grad():
         torch.testing.assert_close(sequence_logps(model, model, inputs, labels, chunk=chunk), ref.detach())
-
-
-def test_liger_is_chosen_only_when_usable():
-    from xlam_hpc.errors import ConfigError
-
-    assert use_liger("auto", "cuda", available=True) is True
-    assert use_liger(True, "cuda", available=True) is True
-    assert use_liger("auto", "cpu", available=True) is False  # Liger's kernels are Triton: CUDA only
-    assert use_liger(False, "cuda", available=True) is False
-    assert use_liger("auto", "cuda", available=False) is False
-    for device, available in (("cpu", True), ("cuda", False)):
-        with pytest.raises(ConfigError, match="liger-kernel"):
-            use_liger(True, device, available=available)
-    assert use_liger("auto", "cpu") is False  # detection on this machine
