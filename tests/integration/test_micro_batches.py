@@ -4,7 +4,7 @@
 rank share at once, and budgets that split it into several micro-batches (the ranks' counts differ, so the
 rank with fewer runs zero-weighted fillers); the finest split runs on ZeRO-3. The DPO runs also vary the
 reference (model on ZeRO-2, precomputed, model on ZeRO-3): at step 1 the policy is the reference, so the
-loss is ln 2 per pair on every rank.
+logged log-ratio margin is exactly 0 and the loss is ln 2 per pair on every rank.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 STEPS = 1  # one update: equal weights after it are the point; each launch costs ~30 s of start-up
 
 
-def _run(tmp_path, name, recipe, *overrides) -> tuple[dict, dict, list[int]]:
+def _run(tmp_path, name, recipe, *overrides, dpo: bool = False) -> tuple[dict, dict, list[int]]:
     """Trace, final weights and the logged micro-batch count of each step."""
     out, log = tmp_path / name, tmp_path / f"{name}.log"
     proc = torchrun_train(recipe, out, *overrides, log=log)
     text = log.read_text() if proc.wait(timeout=600) == 0 else pytest.fail(log.read_text()[-4000:])
     counts = [int(n) for n in re.findall(r"'micro_batches': (\d+)", text)]
     assert len(counts) == STEPS, text[-3000:]
+    if dpo:  # step 1: policy == reference bit for bit, so the logged mean log-ratio margin is exactly 0
+        margins = re.findall(r"'reward_margin': ([^,}]+)", text)
+        assert margins and float(margins[0]) == 0.0, margins
     return effective_trace(out), final_weights(out), counts
 
 
@@ -76,9 +79,9 @@ def test_dpo_micro_batches_and_references_equal_one_shot(train_data, tmp_path):
         train={"max_steps": STEPS, "precision": "fp32", "lr": 1e-3, "dpo": {"beta": 0.5}},
     )
     runs = [
-        _run(tmp_path, "whole", recipe, "train.micro_batch_tokens=1000000", "train.deepspeed=zero2"),
-        _run(tmp_path, "half", recipe, "train.micro_batch_tokens=4000", "train.dpo.reference=precomputed"),
-        _run(tmp_path, "pairs", recipe, "train.micro_batch_tokens=1", "train.deepspeed=zero3"),
+        _run(tmp_path, "whole", recipe, "train.micro_batch_tokens=1000000", "train.deepspeed=zero2", dpo=True),
+        _run(tmp_path, "half", recipe, "train.micro_batch_tokens=4000", "train.dpo.reference=precomputed", dpo=True),
+        _run(tmp_path, "pairs", recipe, "train.micro_batch_tokens=1", "train.deepspeed=zero3", dpo=True),
     ]
     counts = [r[2][0] for r in runs]
     assert counts[0] == 1 and 1 < counts[1] < counts[2] and counts[2] >= 7, counts
