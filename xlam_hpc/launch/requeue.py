@@ -31,13 +31,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xlam_hpc.runenv.stops import REQUEUE_EXIT_CODE, clear_stop, read_stop, record_stop
+from xlam_hpc.train.checkpoint import list_checkpoints
 
 __all__ = [
     "KINDS",
@@ -54,7 +54,6 @@ _TIMEOUT_SIGNALS = {"SIGUSR1", "SIGUSR2"}
 KINDS = {"timeout": "timeouts", "preemption": "preemptions", "failure": "failures"}
 """Exit reason → its budget."""
 _SINCE_PROGRESS = {"failures", "preemptions"}
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 def ledger_path(output_dir: str | Path) -> Path:
@@ -84,14 +83,11 @@ def _read_json(path: Path) -> dict[str, Any]:
 def newest_checkpoint(output_dir: str | Path) -> dict[str, Any] | None:
     """{"name", "step", "created"} of the newest committed checkpoint (a checkpoint-N folder exists only
     once its manifest is written), or None. Manifests only: the decision must be quick."""
-    best: dict[str, Any] | None = None
-    root = Path(output_dir)
-    for path in root.glob("checkpoint-*") if root.is_dir() else ():
-        if _CHECKPOINT.match(path.name):
-            manifest = _read_json(path / "manifest.json")
-            if isinstance(manifest.get("step"), int) and (best is None or manifest["step"] > best["step"]):
-                best = {"name": path.name, "step": manifest["step"], "created": manifest.get("created")}
-    return best
+    for _, path in list_checkpoints(Path(output_dir)):
+        manifest = _read_json(path / "manifest.json")
+        if isinstance(manifest.get("step"), int):
+            return {"name": path.name, "step": manifest["step"], "created": manifest.get("created")}
+    return None
 
 
 def read_ledger(output_dir: str | Path) -> dict[str, Any]:

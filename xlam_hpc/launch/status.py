@@ -59,10 +59,9 @@ def slurm_job_state(job_id: str) -> tuple[str | None, int | None]:
 
 
 def _last_checkpoint(out: Path) -> int | None:
-    from xlam_hpc.train.checkpoint import verify_checkpoint
+    from xlam_hpc.train.checkpoint import list_checkpoints, verify_checkpoint
 
-    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
-    for step, path in reversed(steps):
+    for step, path in list_checkpoints(out):
         if verify_checkpoint(path, hashes=False) is None:  # sizes only: status must be quick
             return step
     return None

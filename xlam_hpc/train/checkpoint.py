@@ -27,7 +27,14 @@ from typing import Any
 from xlam_hpc.errors import ResumeError, XlamError
 from xlam_hpc.files import fsync_dir, sha256_file
 
-__all__ = ["CheckpointError", "CheckpointManager", "Collectives", "check_fingerprint", "verify_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "CheckpointManager",
+    "Collectives",
+    "check_fingerprint",
+    "list_checkpoints",
+    "verify_checkpoint",
+]
 
 log = logging.getLogger("xlam_hpc.checkpoint")
 MANIFEST = "manifest.json"
@@ -103,6 +110,17 @@ def verify_checkpoint(path: Path, coll: Collectives | None = None, *, hashes: bo
     return None
 
 
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """(step, path) of every finished checkpoint-N folder in `root` (a run's output_dir), newest first."""
+    found = []
+    if root.is_dir():
+        for p in root.iterdir():
+            m = _NAME.match(p.name)
+            if m and p.is_dir():
+                found.append((int(m.group(1)), p))
+    return sorted(found, reverse=True)
+
+
 def check_fingerprint(root: Path, manifest: dict[str, Any], fingerprint: str, *, force: bool) -> None:
     """ResumeError when a checkpoint was made by another configuration (unless forced)."""
     if manifest.get("fingerprint") != fingerprint and not force:
@@ -122,13 +140,7 @@ class CheckpointManager:
     # -- discovery --------------------------------------------------------------------------------
     def checkpoints(self) -> list[tuple[int, Path]]:
         """(step, path) of every finished checkpoint folder, newest first."""
-        found = []
-        if self.root.is_dir():
-            for p in self.root.iterdir():
-                m = _NAME.match(p.name)
-                if m and p.is_dir():
-                    found.append((int(m.group(1)), p))
-        return sorted(found, reverse=True)
+        return list_checkpoints(self.root)
 
     def latest_name(self) -> str | None:
         try:
