@@ -31,7 +31,7 @@ import webdataset as wds
 from tqdm import tqdm
 
 from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
-from xlam_hpc.errors import ConfigError, DataError
+from xlam_hpc.errors import ConfigError, DataError, ShardError
 from xlam_hpc.files import sha256_file
 from xlam_hpc.rejects import RejectLog
 from xlam_hpc.schema import (
@@ -191,8 +191,10 @@ def build_member_index(path: Path, members: list[str], expected: int) -> np.ndar
 
 def _prepare_dir(cfg: ShardConfig) -> tuple[Path, Path]:
     out = Path(cfg.output_dir)
-    if (out / MANIFEST_NAME).exists() and not cfg.overwrite:
-        raise ConfigError(f"{out} already holds a dataset ({MANIFEST_NAME}); pass --overwrite to replace it")
+    if (out / MANIFEST_NAME).exists():
+        if not cfg.overwrite:
+            raise ConfigError(f"{out} already holds a dataset ({MANIFEST_NAME}); pass --overwrite to replace it")
+        _old_files(out)  # refuse a manifest we would not delete from before writing anything
     try:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".tmp-shard-{os.getpid()}"
@@ -203,14 +205,36 @@ def _prepare_dir(cfg: ShardConfig) -> tuple[Path, Path]:
     return out, tmp
 
 
+def _old_files(out: Path) -> list[Path]:
+    """The files the existing manifest lists, each checked to be one of our shard files directly in `out`.
+
+    The manifest is user-controlled input: an entry such as '../x' or '/etc/x' would make --overwrite
+    delete a file outside the dataset, so one bad entry refuses the whole deletion.
+    """
+    previous = load_manifest(out)
+    root = out.resolve()
+    files = []
+    for s in previous.shards:
+        stem = re.escape(_SAFE.sub("_", s.source))
+        for name, suffix in ((s.path, r"\.tar"), (s.index_path, r"\.idx\.npy")):
+            p = out / name
+            if not re.fullmatch(rf"{stem}-[0-9]{{6}}{suffix}", name) or p.resolve().parent != root:
+                raise ShardError(
+                    f"{out / MANIFEST_NAME}: entry '{name}' (source '{s.source}') is not a shard file of this "
+                    f"directory ('<source>-NNNNNN.tar' / '.idx.npy'); --overwrite deletes nothing, remove the "
+                    "old dataset by hand"
+                )
+            files.append(p)
+    return files
+
+
 def _commit(out: Path, tmp: Path, manifest: Manifest) -> None:
     old = out / MANIFEST_NAME
     if old.exists():
-        previous = load_manifest(out)
+        stale = _old_files(out)  # every entry is checked before anything is deleted
         old.unlink()  # from here on no manifest points at shards that are about to change
-        for s in previous.shards:
-            for name in (s.path, s.index_path):
-                (out / name).unlink(missing_ok=True)
+        for p in stale:
+            p.unlink(missing_ok=True)
     for f in sorted(tmp.iterdir()):
         f.replace(out / f.name)
     tmp.rmdir()
