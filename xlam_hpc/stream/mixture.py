@@ -15,9 +15,9 @@ multiset. Hand-written because neither webdataset nor torchdata has deterministi
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 
@@ -74,9 +74,13 @@ def block_quotas(weights: np.ndarray, block: int, period: int = DEFAULT_PERIOD) 
     return quotas
 
 
-@dataclass(frozen=True)
+_BLOCKS = 64
+
+
+@dataclass(frozen=True, eq=False)
 class MixturePlan:
-    """Position → (source id, draw number within that source). Immutable; cheap to share with workers."""
+    """Position → (source id, draw number within that source). Immutable; cheap to share with workers.
+    Compared and hashed by identity; block layouts are cached on the instance."""
 
     names: tuple[str, ...]
     weights: tuple[float, ...]
@@ -91,6 +95,7 @@ class MixturePlan:
         prefix = np.vstack([np.zeros((1, len(self.names)), np.int64), np.cumsum(quotas, axis=0)])
         object.__setattr__(self, "_quotas", quotas)
         object.__setattr__(self, "_prefix", prefix)
+        object.__setattr__(self, "_layouts", OrderedDict())
 
     def quota(self, block_idx: int) -> np.ndarray:
         """Per-source sample counts of block `block_idx`."""
@@ -103,16 +108,26 @@ class MixturePlan:
 
     def block_layout(self, block_idx: int) -> tuple[np.ndarray, np.ndarray]:
         """(source id, draw number) of every position of one block."""
-        return _block_layout(self, block_idx)
+        src, draw = self._lists(block_idx)
+        return np.asarray(src, dtype=np.int64), np.asarray(draw, dtype=np.int64)
 
     def locate(self, position: int) -> tuple[int, int]:
         """(source id, draw number) of one global position."""
         k, offset = divmod(position, self.block)
-        src, draw = self.block_layout(k)
-        return int(src[offset]), int(draw[offset])
+        src, draw = self._layouts.get(k) or self._lists(k)
+        return src[offset], draw[offset]
+
+    def _lists(self, block_idx: int) -> tuple[list[int], list[int]]:
+        got = self._layouts.get(block_idx)
+        if got is None:
+            src, draw = _block_layout(self, block_idx)
+            got = src.tolist(), draw.tolist()
+            if len(self._layouts) >= _BLOCKS:
+                self._layouts.popitem(last=False)
+            self._layouts[block_idx] = got
+        return got
 
 
-@lru_cache(maxsize=64)
 def _block_layout(plan: MixturePlan, block_idx: int) -> tuple[np.ndarray, np.ndarray]:
     quota = plan.quota(block_idx)
     sources = np.repeat(np.arange(len(plan.names)), quota)

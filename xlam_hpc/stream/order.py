@@ -5,13 +5,16 @@ permutation: per-source repeat when a small source is exhausted). Within an epoc
 shard order, group consecutive shards into windows of `window_shards`, and permute the samples of
 each window (like MosaicML streaming's block shuffles): reads stay within a few shards at a time,
 and no lookup ever needs more than one shard list and one window permutation — never a replay.
+
+Lookups cost the same with 100 or 100k shards: the caches live on the instance (a dict lookup on an
+int), never keyed by the shard-size tuple, whose hash alone is O(shards).
 """
 
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,60 +22,84 @@ from xlam_hpc.stream.seeding import generator
 
 __all__ = ["SourceOrder"]
 
+_LAYOUTS = 2  # epochs kept: the current one and its neighbour (a step may straddle an epoch boundary)
+_WINDOWS = 256  # ≥ one live window per source of a large mixture (a perm of 1k samples is 8 KB)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class SourceOrder:
-    """Seeded order of one source's samples across epochs."""
+    """Seeded order of one source's samples across epochs (compared and hashed by identity)."""
 
     name: str
     shard_sizes: tuple[int, ...]
     """Samples per shard, in manifest order (source-local indices run through them in that order)."""
     seed: int
     window_shards: int = 4
+    num_samples: int = field(init=False, repr=False)
+    _layouts: dict[int, _Layout] = field(init=False, repr=False, default_factory=dict)
+    _perms: OrderedDict[tuple[int, int], list[int]] = field(init=False, repr=False, default_factory=OrderedDict)
+    _last: list = field(init=False, repr=False, default_factory=lambda: [-1, 0, 0, None, None])
+    """(epoch, first, end, window, layout) of the window the last lookup hit: consecutive draws skip the bisect."""
 
-    @cached_property
-    def num_samples(self) -> int:
-        return sum(self.shard_sizes)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "num_samples", sum(self.shard_sizes))
 
     def local_index(self, draw: int) -> int:
         """Source-local sample index of the `draw`-th sample taken from this source."""
         epoch, i = divmod(draw, self.num_samples)
-        layout = _epoch_layout(self, epoch)
-        w = bisect.bisect_right(layout.window_starts, i) - 1
-        p = int(_window_perm(self, epoch, w)[i - layout.window_starts[w]])
-        ends = layout.shard_ends[w]
-        k = bisect.bisect_right(ends, p)
-        return layout.shard_firsts[w][k] + p - (ends[k - 1] if k else 0)
+        last = self._last
+        if last[0] == epoch and last[1] <= i < last[2]:
+            w, layout = last[3], last[4]
+        else:
+            layout = self._layouts.get(epoch) or self._layout(epoch)
+            w = bisect.bisect_right(layout.window_starts, i) - 1
+            last[:] = epoch, layout.window_starts[w], self._window_end(layout, w), w, layout
+        perm = self._perms.get((epoch, w)) or self._window_perm(epoch, w, layout)
+        q = layout.window_starts[w] + perm[i - layout.window_starts[w]]  # epoch position after the shuffle
+        lo = w * self.window_shards
+        k = bisect.bisect_right(layout.shard_ends, q, lo, min(lo + self.window_shards, len(layout.shard_ends)))
+        return layout.shard_firsts[k] + q - layout.shard_starts[k]
+
+    def _layout(self, epoch: int) -> _Layout:
+        sizes = np.asarray(self.shard_sizes, dtype=np.int64)
+        perm = generator(self.seed, "shards", self.name, epoch).permutation(len(sizes))
+        firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        ends = np.cumsum(sizes[perm])
+        starts = ends - sizes[perm]
+        layout = _Layout(
+            window_starts=starts[:: self.window_shards].tolist(),
+            shard_starts=starts.tolist(),
+            shard_ends=ends.tolist(),
+            shard_firsts=firsts[perm].tolist(),
+        )
+        if len(self._layouts) >= _LAYOUTS:
+            self._layouts.pop(next(iter(self._layouts)))
+        self._layouts[epoch] = layout
+        return layout
+
+    def _window_perm(self, epoch: int, window: int, layout: _Layout) -> list[int]:
+        size = self._window_end(layout, window) - layout.window_starts[window]
+        perm = generator(self.seed, "window", self.name, epoch, window).permutation(size).tolist()
+        if len(self._perms) >= _WINDOWS:
+            self._perms.popitem(last=False)
+        self._perms[(epoch, window)] = perm
+        return perm
+
+    @staticmethod
+    def _window_end(layout: _Layout, window: int) -> int:
+        starts = layout.window_starts
+        return starts[window + 1] if window + 1 < len(starts) else layout.shard_ends[-1]
 
 
 @dataclass(frozen=True)
 class _Layout:
-    """One epoch's shard order, cut into windows (plain lists: bisect on them beats numpy per lookup)."""
+    """One epoch's shard order (plain lists: bisect on them beats numpy per lookup). Shuffled shard k
+    covers epoch positions [shard_starts[k], shard_ends[k]); window w holds shuffled shards
+    [w·window_shards, (w+1)·window_shards)."""
 
     window_starts: list[int]
     """Epoch position of each window's first sample."""
-    shard_ends: list[list[int]]
-    """Per window: cumulative sample counts of its shards, in shuffled order."""
-    shard_firsts: list[list[int]]
-    """Per window: source-local index of each of its shards' first sample."""
-
-
-@lru_cache(maxsize=256)
-def _epoch_layout(order: SourceOrder, epoch: int) -> _Layout:
-    sizes = np.asarray(order.shard_sizes, dtype=np.int64)
-    perm = generator(order.seed, "shards", order.name, epoch).permutation(len(sizes))
-    firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    windows = [perm[k : k + order.window_shards] for k in range(0, len(sizes), order.window_shards)]
-    window_sizes = [int(sizes[w].sum()) for w in windows]
-    return _Layout(
-        window_starts=[0, *np.cumsum(window_sizes)[:-1].tolist()],
-        shard_ends=[np.cumsum(sizes[w]).tolist() for w in windows],
-        shard_firsts=[firsts[w].tolist() for w in windows],
-    )
-
-
-@lru_cache(maxsize=256)  # ≥ one live window per source of a large mixture (a perm of 1k samples is 8 KB)
-def _window_perm(order: SourceOrder, epoch: int, window: int) -> np.ndarray:
-    layout = _epoch_layout(order, epoch)
-    size = layout.shard_ends[window][-1]
-    return generator(order.seed, "window", order.name, epoch, window).permutation(size)
+    shard_starts: list[int]
+    shard_ends: list[int]
+    shard_firsts: list[int]
+    """Source-local index of each shuffled shard's first sample."""
