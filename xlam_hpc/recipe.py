@@ -21,6 +21,7 @@ from xlam_hpc.config import apply_overrides, config_from_dict, config_to_dict, f
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.launch.config import LaunchConfig
 from xlam_hpc.stream.config import StreamConfig
+from xlam_hpc.train.attention import check_attention
 from xlam_hpc.train.config import ModelConfig, TrainConfig
 from xlam_hpc.train.model import PRESETS
 
@@ -64,6 +65,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         self.tokenizer = resolve_tokenizer(self.tokenizer, self.model.name_or_path)
+        check_attention(self.model.attn_implementation, packing=self.collate.packing)
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -102,6 +104,7 @@ class Recipe:
             "export_shard_size",
         ):
             data["train"].pop(key, None)
+        data["model"].pop("attn_implementation", None)  # a kernel choice; isolation holds on all of them
         data["data"].pop("num_workers", None)
         data["data"].pop("prefetch_factor", None)
         return fingerprint(data)

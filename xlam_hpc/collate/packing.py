@@ -58,7 +58,7 @@ def collate_packed(samples: list[Sample], seq_length: int, pad_id: int) -> dict[
     ids = np.full((rows, seq_length), pad_id, dtype=np.int64)
     labels = np.full((rows, seq_length), IGNORE_INDEX, dtype=np.int64)
     pos = np.zeros((rows, seq_length), dtype=np.int64)
-    cu_seqlens = []
+    cu_seqlens, row_lengths = [], np.zeros(rows, dtype=np.int64)
     ramp = np.arange(seq_length, dtype=np.int64)
     for r, members in enumerate(bins):
         lengths = [len(samples[i]) for i in members]
@@ -69,16 +69,19 @@ def collate_packed(samples: list[Sample], seq_length: int, pad_id: int) -> dict[
         labels[r, :at] = np.where(trained, ids[r, :at], IGNORE_INDEX)
         for start, n in zip(bounds, lengths, strict=False):
             pos[r, start : start + n] = ramp[:n]
+            labels[r, start] = IGNORE_INDEX  # nothing before it in its sample: never a target across a boundary
         pos[r, at:] = ramp[: seq_length - at]  # the padding tail is its own "sequence"
         cu_seqlens.append(bounds)
+        row_lengths[r] = at
     real = sum(len(s) for s in samples)
     return {
         "input_ids": torch.from_numpy(ids),
         "labels": torch.from_numpy(labels),
         "position_ids": torch.from_numpy(pos),
         "cu_seqlens": cu_seqlens,
+        "row_lengths": torch.from_numpy(row_lengths),
         "num_tokens": real,
-        "num_loss_tokens": int(sum(s.train_mask.sum() for s in samples)),
+        "num_loss_tokens": int((labels != IGNORE_INDEX).sum()),
         "pad_fraction": 1.0 - real / (rows * seq_length) if samples else 1.0,
     }
 

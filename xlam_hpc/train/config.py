@@ -16,7 +16,10 @@ class ModelConfig:
     """A local checkpoint folder (any causal LM transformers can load) or a preset: tiny-mistral, tiny-llama."""
     dropout: float = 0.0
     """Attention dropout (and hidden dropout where the architecture has one)."""
-    attn_implementation: str = "sdpa"
+    attn_implementation: str = "auto"
+    """auto (CUDA: the installed varlen flash kernel, else flex_attention when packing, else sdpa; CPU: sdpa),
+    eager, sdpa, flex_attention, flash_attention_2/3/4. Packed samples are kept apart on each of them
+    (xlam_hpc.train.attention); anything else is refused with packing on."""
     trust_remote_code: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)
     """Extra model-config fields (presets: hidden_size, num_hidden_layers, ...)."""

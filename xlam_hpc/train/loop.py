@@ -9,6 +9,7 @@ checkpoint protocol and signals.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -91,6 +92,7 @@ class _Run:
             gpus_per_task=int(gpus_per_task) if gpus_per_task.isdigit() else None,
         )
         self.precision = runtime.resolve_precision(t.precision, cuda)
+        self.model_cfg = self._attention(cuda)
         self.ds_config = runtime.deepspeed_config(
             t.deepspeed,
             per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
@@ -110,6 +112,19 @@ class _Run:
         self.tokenizer = r.load_tokenizer()
         check_model_vocab(r.model, model_config, self.tokenizer, r.tokenizer)
         self.chat_template = training_template(r.collate, self.tokenizer)
+
+    def _attention(self, cuda: Any) -> Any:
+        """The model section with `auto` attention resolved for this device (train.attention)."""
+        import torch
+
+        from xlam_hpc.train.attention import resolve_attention
+
+        r = self.recipe
+        capability = torch.cuda.get_device_capability() if cuda.usable else None
+        impl = resolve_attention(r.model.attn_implementation, packing=r.collate.packing, cuda_capability=capability)
+        if self.dist.rank == 0:
+            log.info("attention: %s%s", impl, " (auto)" if r.model.attn_implementation == "auto" else "")
+        return dataclasses.replace(r.model, attn_implementation=impl)
 
     def setup(self) -> None:
         import torch
@@ -143,7 +158,7 @@ class _Run:
         from xlam_hpc.train.model import add_lora, build_model
 
         r = self.recipe
-        model = build_model(r.model, self.tokenizer, **self.build_kwargs)
+        model = build_model(self.model_cfg, self.tokenizer, **self.build_kwargs)
         self._kernels(model, "policy")
         if r.train.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -174,7 +189,7 @@ class _Run:
         if r.task != "dpo" or r.train.lora is not None or r.train.dpo.reference != "model":
             return None
         torch.manual_seed(r.seed)
-        reference = build_model(r.model, self.tokenizer, **self.build_kwargs)
+        reference = build_model(self.model_cfg, self.tokenizer, **self.build_kwargs)
         self._kernels(reference, "reference")
         return reference.eval().requires_grad_(False)
 
@@ -201,6 +216,7 @@ class _Run:
         return engine
 
     def _task(self) -> Any:
+        from xlam_hpc.train.attention import VARLEN
         from xlam_hpc.train.reference import reference_engine
         from xlam_hpc.train.runtime import all_reduce
         from xlam_hpc.train.tasks import DpoTask, SftTask
@@ -214,7 +230,13 @@ class _Run:
             if self.reference is not None:  # precomputed: the table is attached by prepare_reference
                 self.reference = reference_engine(self.reference, self.engine, self.ds_config)
             return DpoTask(t.dpo, self.reference, reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens)
-        return SftTask(reduce_sum, self.dist.world_size, chunk_tokens=t.loss_chunk_tokens, liger=self.liger)
+        return SftTask(
+            reduce_sum,
+            self.dist.world_size,
+            chunk_tokens=t.loss_chunk_tokens,
+            liger=self.liger,
+            varlen=self.model_cfg.attn_implementation in VARLEN,
+        )
 
     def loader(self) -> Any:
         from xlam_hpc.stream import build_loader

@@ -15,6 +15,7 @@ __all__ = ["filler", "plan", "split"]
 
 IGNORE = -100
 _ROW_KEYS = ("input_ids", "labels", "attention_mask", "position_ids")
+_ROW_VALUES = ("row_lengths",)  # one value per row (packed: real tokens of the row)
 
 
 def plan(widths: list[int], budget: int, rows_per_unit: int = 1) -> list[tuple[int, int]]:
@@ -41,7 +42,9 @@ def _widths(batch: dict[str, Any]) -> list[int]:
 
 
 def _take(batch: dict[str, Any], rows: torch.Tensor | slice, width: int) -> dict[str, Any]:
-    return {k: batch[k][rows, :width] for k in _ROW_KEYS if k in batch}
+    micro = {k: batch[k][rows, :width] for k in _ROW_KEYS if k in batch}
+    micro.update({k: batch[k][rows].clamp(max=width) for k in _ROW_VALUES if k in batch})
+    return micro
 
 
 def split(batch: dict[str, Any], budget: int, *, pairs: bool = False) -> list[dict[str, Any]]:
@@ -67,6 +70,8 @@ def filler(batch: dict[str, Any], width: int = 8) -> dict[str, Any]:
     times zero, so that every rank runs the same backwards and ZeRO's collectives match)."""
     micro = _take(batch, slice(0, 1), min(width, batch["input_ids"].shape[1]))
     micro["labels"] = torch.full_like(micro["labels"], IGNORE)
+    if "row_lengths" in micro:  # flattened for varlen attention: keep all its columns
+        micro["row_lengths"] = torch.full_like(micro["row_lengths"], micro["input_ids"].shape[1])
     if "attention_mask" in micro:  # a fully masked row (a rank whose pairs were all dropped) may give NaN
         micro["attention_mask"] = torch.ones_like(micro["attention_mask"])
     micro.update(num_pairs=0, pair_ids=[], filler=True)

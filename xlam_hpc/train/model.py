@@ -154,6 +154,11 @@ def drop_sliding_window(config: Any, seq_length: int | None) -> dict[str, Any]:
     return original
 
 
+def _attention(cfg: ModelConfig) -> str:
+    # training resolves `auto` for its device and packing first (train.attention); other callers get sdpa
+    return "sdpa" if cfg.attn_implementation == "auto" else cfg.attn_implementation
+
+
 def _zero3(ds_config: dict[str, Any] | None) -> bool:
     return bool(ds_config) and ds_config.get("zero_optimization", {}).get("stage", 0) == 3
 
@@ -165,7 +170,7 @@ def model_config(cfg: ModelConfig, tokenizer: Any, seq_length: int | None = None
     check_model_vocab(cfg, config, tokenizer)
     if config is None:
         config = _preset_config(cfg, len(tokenizer), pad_id, tokenizer.bos_token_id, tokenizer.eos_token_id)
-        config._attn_implementation = cfg.attn_implementation
+        config._attn_implementation = _attention(cfg)
     _apply_dropout(config, cfg.dropout)
     return config, drop_sliding_window(config, seq_length)
 
@@ -217,7 +222,7 @@ def build_model(
                 cfg.name_or_path,
                 config=config,
                 dtype=dtype,
-                attn_implementation=cfg.attn_implementation,
+                attn_implementation=_attention(cfg),
                 trust_remote_code=cfg.trust_remote_code,
             )
     finally:

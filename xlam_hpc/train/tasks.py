@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from xlam_hpc.train import loss as lm
+from xlam_hpc.train.attention import VARLEN_KWARGS, flatten_packed
 from xlam_hpc.train.config import DpoConfig
 from xlam_hpc.train.microbatch import filler, split
 
@@ -39,9 +40,14 @@ def _eval(module: Any):
 
 
 def _model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    # no cache: with one, transformers would not read packed sample boundaries from position_ids
     inputs = {"input_ids": batch["input_ids"].to(device), "use_cache": False}
     if "position_ids" in batch:
         inputs["position_ids"] = batch["position_ids"].to(device)  # packed: no attention mask on purpose
+        for key in VARLEN_KWARGS:  # flattened for a varlen flash kernel (xlam_hpc.train.attention)
+            if key in batch:
+                value = batch[key]
+                inputs[key] = value.to(device) if isinstance(value, torch.Tensor) else value
     else:
         inputs["attention_mask"] = batch["attention_mask"].to(device)
     return inputs
@@ -53,16 +59,26 @@ class SftTask:
     pairs = False
 
     def __init__(
-        self, reduce_sum: Callable[[int], int], world_size: int, *, chunk_tokens: int = 4096, liger: bool = False
+        self,
+        reduce_sum: Callable[[int], int],
+        world_size: int,
+        *,
+        chunk_tokens: int = 4096,
+        liger: bool = False,
+        varlen: bool = False,
     ) -> None:
         self.reduce_sum, self.world_size = reduce_sum, world_size
         self.chunk_tokens, self.liger = chunk_tokens, liger
+        self.varlen = varlen
+        """Packed micro-batches go to a varlen flash kernel: flattened to one row with cu_seq_lens."""
 
     def normalizer(self, batch: dict[str, Any]) -> tuple[float, dict[str, Any]]:
         global_tokens = self.reduce_sum(int(batch["num_loss_tokens"]))
         return max(global_tokens, 1) / self.world_size, {"loss_tokens": global_tokens}
 
     def micro_loss(self, engine: Any, micro: dict[str, Any], norm: float, step: int = 0) -> tuple[Any, float]:
+        if self.varlen and "row_lengths" in micro:
+            micro = flatten_packed(micro)
         inputs = _model_inputs(micro, engine.device)
         labels = micro["labels"].to(engine.device)
         total = lm.token_loss_sum(engine, engine.module, inputs, labels, chunk=self.chunk_tokens, liger=self.liger)
