@@ -91,6 +91,7 @@ def inspect_dataset(directory: str | Path, *, samples: int = 2, verify: bool = T
         "fingerprint": manifest.fingerprint,
         "schema_version": manifest.schema_version,
         "members": manifest.members,
+        "member_checksum": manifest.member_checksum or "none (written before member checksums)",
         "tokenizer": manifest.tokenizer,
         "template_rejects": template_rejects(manifest.tokenizer),
         "sources": manifest.sources,

@@ -19,10 +19,12 @@ import msgspec
 from xlam_hpc.errors import ShardError
 from xlam_hpc.files import fsync_dir
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "Manifest", "ShardInfo", "load_manifest"]
+__all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "MEMBER_CHECKSUM", "Manifest", "ShardInfo", "load_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+MEMBER_CHECKSUM = "crc32"
+"""What `xlam-hpc shard` writes into the member index next to each member's (offset, size)."""
 
 
 @dataclass(kw_only=True)
@@ -38,7 +40,8 @@ class ShardInfo:
     first_index: int
     """Source-local index of the shard's first sample (samples are numbered per source)."""
     index_path: str
-    """The member index: an .npy int64 array [num_samples, 2 * len(members)] of (offset, size) pairs."""
+    """The member index: an .npy int64 array [num_samples, Manifest.index_stride * len(members)], per member
+    (offset, size, crc32) or, in shard directories written before the checksum, (offset, size)."""
     index_sha256: str
 
 
@@ -53,6 +56,10 @@ class Manifest:
     """name → {num_samples, num_shards, kind: 'trajectory' | 'preference'}."""
     members: list[str] = field(default_factory=lambda: ["json"])
     """Tar member extensions of every sample, in index column order."""
+    member_checksum: str = ""
+    """'crc32': the index holds each member's zlib.crc32 and the reader checks every member it returns.
+    '' (shard directories written before the checksum existed): (offset, size) only, read unchecked. An
+    optional field rather than a version bump, so those directories and their fingerprints stay valid."""
     tokenizer: dict[str, Any] | None = None
     """Pre-tokenized shards: {fingerprint, name, render options}; None when only JSON is stored."""
     fingerprint: str = ""
@@ -65,6 +72,11 @@ class Manifest:
         for s in self.shards:
             h.update(f"{s.source}\0{s.path}\0{s.num_samples}\0{s.sha256}\n".encode())
         return h.hexdigest()[:16]
+
+    @property
+    def index_stride(self) -> int:
+        """Index columns per member."""
+        return 3 if self.member_checksum else 2
 
     def shards_of(self, source: str) -> list[ShardInfo]:
         return [s for s in self.shards if s.source == source]
@@ -102,6 +114,8 @@ def load_manifest(directory: str | Path) -> Manifest:
         raise ShardError(f"{path}: invalid manifest ({exc})") from None
     if m.version != MANIFEST_VERSION:
         raise ShardError(f"{path}: manifest version {m.version}, this xlam-hpc reads version {MANIFEST_VERSION}")
+    if m.member_checksum not in ("", MEMBER_CHECKSUM):
+        raise ShardError(f"{path}: member checksum '{m.member_checksum}', this xlam-hpc knows '{MEMBER_CHECKSUM}'")
     if m.fingerprint != m.compute_fingerprint():
         raise ShardError(f"{path}: fingerprint does not match the shard list (edited by hand?)")
     m.root = str(d.resolve())

@@ -1,13 +1,16 @@
 """Random access to samples of a shard directory: (source, local index) → record, one pread per member.
 
-Only `.json` (msgspec, typed) and raw numeric members are ever decoded; there is no pickle decoder on
-this path (webdataset's `.decode()` would register them for `.pyd`/`.pickle` members).
+Every member returned is checked against the crc32 the writer put in the member index (shard
+directories written before that are read unchecked). Only `.json` (msgspec, typed) and raw numeric
+members are ever decoded; there is no pickle decoder on this path (webdataset's `.decode()` would
+register them for `.pyd`/`.pickle` members).
 """
 
 from __future__ import annotations
 
 import bisect
 import os
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +60,8 @@ class ShardReader:
             view.shards.append(info)
             view.num_samples += info.num_samples
         self._members = {ext: i for i, ext in enumerate(self.manifest.members)}
+        self._stride = self.manifest.index_stride
+        self._check_crc = bool(self.manifest.member_checksum)  # False only in benchmarks and old directories
         self._index: dict[str, np.ndarray] = {}
         self._fds: OrderedDict[str, int] = OrderedDict()
 
@@ -95,8 +100,9 @@ class ShardReader:
             if sha256_file(path) != info.index_sha256:
                 raise ShardError(f"{path}: member index does not match its sha256 in the manifest")
             idx = np.load(path, allow_pickle=False)
-            if idx.shape[0] != info.num_samples:
-                raise ShardError(f"{path}: index has {idx.shape[0]} rows, manifest says {info.num_samples}")
+            shape = (info.num_samples, self._stride * len(self._members))
+            if idx.shape != shape:
+                raise ShardError(f"{path}: index has shape {idx.shape}, manifest says {shape}")
             self._index[info.path] = idx
         return idx
 
@@ -123,8 +129,8 @@ class ShardReader:
             if col is None:
                 raise ShardError(f"{self.root}: samples have no '.{member}' member (members: {list(self._members)})")
             cols.append(col)
-        entry = self._shard_index(info)[row].tolist()
-        spans = [(entry[2 * c], entry[2 * c + 1]) for c in cols]
+        entry, k = self._shard_index(info)[row].tolist(), self._stride
+        spans = [(entry[k * c], entry[k * c + 1]) for c in cols]
         if any(o < 0 for o, _ in spans):
             raise ShardError(f"{self.root / info.path}: sample {row} lacks one of the members {list(members)}")
         start = min(o for o, _ in spans)
@@ -133,7 +139,15 @@ class ShardReader:
         if len(data) != size:
             raise ShardError(f"{self.root / info.path}: sample {row} ends past the end of the file (truncated shard)")
         view = memoryview(data)
-        return [bytes(view[o - start : o - start + n]) if len(spans) > 1 else data for o, n in spans]
+        parts = [bytes(view[o - start : o - start + n]) if len(spans) > 1 else data for o, n in spans]
+        if self._check_crc:
+            for member, c, part in zip(members, cols, parts, strict=True):
+                if zlib.crc32(part) != entry[k * c + 2]:
+                    raise ShardError(
+                        f"{self.root / info.path}: sample {row} ({source}:{index}) member .{member} fails its "
+                        "crc32 check (corrupted in place?)"
+                    )
+        return parts
 
     def record(self, source: str, index: int) -> Trajectory | Preference:
         """The validated unified record of one sample."""

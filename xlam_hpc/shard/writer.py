@@ -6,10 +6,11 @@ PAX header per member). Everything goes to a
 temporary folder inside the output directory and is moved into place at the end; the manifest is
 written last, so a killed run leaves no manifest pointing at partial shards.
 
-Member index: each sample's (offset, size) per member is recorded while it is written (and checked
-against the tar stream's own offset; a miss falls back to one header scan) and saved next to the
-shard as `<shard>.idx.npy`. The loader then reads any sample with one pread and never scans tar
-headers at start-up.
+Member index: each sample's (offset, size, crc32) per member is recorded while it is written (the
+offset is checked against the tar stream's own; a miss falls back to one scan of the tar) and saved
+next to the shard as `<shard>.idx.npy`. The loader then reads any sample with one pread, never scans
+tar headers at start-up, and checks each member's crc32 (a shard corrupted in place is named, not
+streamed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import re
 import shutil
 import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +44,7 @@ from xlam_hpc.schema import (
     decode_record,
     encode_record,
 )
-from xlam_hpc.shard.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest
+from xlam_hpc.shard.manifest import MANIFEST_NAME, MEMBER_CHECKSUM, Manifest, ShardInfo, load_manifest
 
 __all__ = ["ExtraMembers", "ShardConfig", "ShardSummary", "write_shards"]
 
@@ -50,6 +52,7 @@ ExtraMembers = Callable[[Trajectory | Preference], dict[str, bytes]]
 """Adds members to each sample (e.g. pre-tokenized ids); must return the same extensions every time."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_STRIDE = 3  # index columns per member: offset, size, crc32
 
 
 @dataclass(kw_only=True)
@@ -131,10 +134,10 @@ class _SourceShards:
         tar = self._writer.tarstream
         # Predict each member's data offset: TarWriter writes members in sorted key order, each as a
         # 512-byte ustar header (short ASCII names, int mtime: no PAX records) plus data padded to 512.
-        pos, row = tar.offset, [-1] * (2 * len(self.members))
+        pos, row = tar.offset, [-1] * (_STRIDE * len(self.members))
         for ext in sorted(sample):
-            size = len(sample[ext])
-            row[2 * self._col[ext]], row[2 * self._col[ext] + 1] = pos + tarfile.BLOCKSIZE, size
+            size, c = len(sample[ext]), _STRIDE * self._col[ext]
+            row[c : c + _STRIDE] = pos + tarfile.BLOCKSIZE, size, zlib.crc32(sample[ext])
             pos += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         self._writer.write({"__key__": f"{self.count:09d}", **sample})
         if tar.offset != pos:  # the prediction is checked for every sample; rescan if it ever misses
@@ -152,7 +155,7 @@ class _SourceShards:
         path = Path(self._file.name)
         n = len(self._rows)
         if all(self._rows):
-            index = np.asarray(self._rows, dtype=np.int64).reshape(n, 2 * len(self.members))
+            index = np.asarray(self._rows, dtype=np.int64).reshape(n, _STRIDE * len(self.members))
         else:
             index = build_member_index(path, self.members, n)
         index_path = path.with_suffix(".idx.npy")
@@ -173,17 +176,20 @@ class _SourceShards:
 
 
 def build_member_index(path: Path, members: list[str], expected: int) -> np.ndarray:
-    """[num_samples, 2*len(members)] int64 (offset, size) of each member's data, from one header scan."""
+    """[num_samples, 3*len(members)] int64 (offset, size, crc32) of each member's data, from one scan."""
     col = {ext: i for i, ext in enumerate(members)}
-    index = np.full((expected, 2 * len(members)), -1, dtype=np.int64)
+    index = np.full((expected, _STRIDE * len(members)), -1, dtype=np.int64)
     row, key = -1, None
     with tarfile.open(path, "r:") as tar:
         for info in tar:
             sample_key, _, ext = info.name.partition(".")
             if sample_key != key:
                 row, key = row + 1, sample_key
-            index[row, 2 * col[ext]] = info.offset_data
-            index[row, 2 * col[ext] + 1] = info.size
+            if row >= expected:
+                break
+            data = tar.extractfile(info).read()  # type: ignore[union-attr]  # members are regular files
+            c = _STRIDE * col[ext]
+            index[row, c : c + _STRIDE] = info.offset_data, info.size, zlib.crc32(data)
     if row + 1 != expected or (index < 0).any():
         raise DataError(f"{path}: wrote {expected} samples but found {row + 1} complete ones (disk full?)")
     return index
@@ -323,6 +329,7 @@ def write_shards(
                 for name, s in sorted(per_source.items())
             },
             members=members,
+            member_checksum=MEMBER_CHECKSUM,
             tokenizer=tokenizer_info,
         )
         _commit(out, tmp, manifest)

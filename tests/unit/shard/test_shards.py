@@ -109,8 +109,11 @@ def test_corruption_is_detected(tmp_path, corpus, capsys):
     assert "sha256 mismatch" in capsys.readouterr().out
     with (
         ShardReader(out) as r,
-        pytest.raises(ShardError, match=r"alpha-000001.tar: sample 0 \(alpha:4\) is corrupt"),
+        pytest.raises(ShardError, match=r"alpha-000001.tar: sample 0 \(alpha:4\) member .json fails its crc32"),
     ):
+        r.record("alpha", 4)
+    with ShardReader(out) as r, pytest.raises(ShardError, match=r"alpha-000001.tar: sample 0 \(alpha:4\) is corrupt"):
+        r._check_crc = False  # without the checksum, JSON that no longer parses is still named
         r.record("alpha", 4)
     # truncation: size differs from the manifest → named at open, or skipped with a count
     (out / "beta-000000.tar").write_bytes((out / "beta-000000.tar").read_bytes()[:1000])
@@ -145,7 +148,7 @@ def test_pickle_members_are_never_decoded(tmp_path, corpus):
     assert pickle.dumps(Evil())  # the payload is real
     assert not marker.exists()
     idx = np.load(out / "alpha-000000.idx.npy", allow_pickle=False)
-    assert idx.dtype == np.int64 and idx.shape == (10, 2)
+    assert idx.dtype == np.int64 and idx.shape == (10, 3)
 
 
 def test_output_dir_not_writable(tmp_path, corpus):
