@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = ["StreamConfig"]
 
@@ -21,6 +22,10 @@ class StreamConfig:
     """Block size of the exact mixture quotas (every block is within ±1 of weight×block); 0 = global_batch_size."""
     window_shards: int = 4
     """Shuffle window: samples are permuted within groups of this many (shuffled) shards of a source."""
+    balance: Literal["tokens", "samples"] = "tokens"
+    """How a step's samples are cut over the ranks: "tokens" = about equal estimated tokens per rank
+    (longest-processing-time greedy; the slowest rank sets the step time), "samples" = contiguous equal
+    slices. The global stream, and so the mixture, is the same either way."""
     num_workers: int = 0
     """DataLoader worker processes per rank (the sample stream is the same for any value)."""
     prefetch_factor: int = 2
@@ -36,3 +41,5 @@ class StreamConfig:
             raise ValueError(f"data.global_batch_size must be >= 1, got {self.global_batch_size}")
         if self.num_workers < 0 or self.window_shards < 1 or self.mixture_block < 0:
             raise ValueError("data.num_workers >= 0, data.window_shards >= 1 and data.mixture_block >= 0 are required")
+        if self.balance not in ("tokens", "samples"):
+            raise ValueError(f"data.balance must be 'tokens' or 'samples', got {self.balance!r}")

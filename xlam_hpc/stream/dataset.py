@@ -15,7 +15,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 from xlam_hpc.collate import CollateConfig, SampleEncoder, collate_dpo, collate_packed, collate_padded
 from xlam_hpc.collate.pretokenize import decode_token_members
 from xlam_hpc.stream.catalog import Catalog, GlobalOrder
-from xlam_hpc.stream.partition import rank_positions, steps_of_worker
+from xlam_hpc.stream.cost import CostModel
+from xlam_hpc.stream.partition import balance_by_cost, rank_positions, step_positions, steps_of_worker
 
 __all__ = ["StepDataset"]
 
@@ -37,6 +38,7 @@ class StepDataset(IterableDataset):
         global_batch: int,
         start_position: int,
         stored_tokens: frozenset[str] = frozenset(),
+        cost: CostModel | None = None,
     ) -> None:
         super().__init__()
         self.order, self.catalog, self.encoder, self.collate = order, catalog, encoder, collate
@@ -45,6 +47,8 @@ class StepDataset(IterableDataset):
         self.start_position = start_position
         self.stored_tokens = stored_tokens
         """Sources whose shards hold tokens encoded with this run's render fingerprint."""
+        self.cost = cost
+        """Balance each step's samples over the ranks by these estimated tokens; None = contiguous slices."""
         self.next_step = 0
 
     # torchdata Stateful protocol (called inside each worker)
@@ -84,10 +88,20 @@ class StepDataset(IterableDataset):
             s for source, index in ids for s in stored.get(f"{source}:{index}", by_record.get(f"{source}:{index}", []))
         ]
 
+    def assignment(self, step: int) -> tuple[list[int], list[tuple[str, int]]]:
+        """This rank's global positions (ascending) of the `step`-th step and their (source, index)."""
+        if self.cost is None or self.world_size == 1:
+            mine = rank_positions(self.start_position, step, self.global_batch, self.world_size, self.rank)
+            return list(mine), [self.order.sample_at(p) for p in mine]
+        positions = step_positions(self.start_position, step, self.global_batch)
+        ids = [self.order.sample_at(p) for p in positions]
+        costs = [self.cost.cost(source, index) for source, index in ids]
+        mine = balance_by_cost(positions, costs, self.world_size)[self.rank]
+        return mine, [ids[p - positions.start] for p in mine]
+
     def make_batch(self, step: int) -> dict[str, Any]:
         """The batch of the `step`-th step after start_position, for this rank."""
-        positions = rank_positions(self.start_position, step, self.global_batch, self.world_size, self.rank)
-        ids = [self.order.sample_at(p) for p in positions]
+        positions, ids = self.assignment(step)
         before = Counter(self.encoder.stats)
         samples = self._samples(ids)
         if self.task == "dpo":
@@ -100,7 +114,8 @@ class StepDataset(IterableDataset):
         stats.subtract(before)
         batch.update(
             step=step,
-            first_position=positions.start,
+            first_position=positions[0],
+            positions=positions,
             rank=self.rank,
             sample_ids=[s.sample_id for s in samples],
             drawn_ids=[f"{s}:{i}" for s, i in ids],

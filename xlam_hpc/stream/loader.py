@@ -5,7 +5,9 @@ reached and the stream's identity. Restoring it costs the same at sample 10⁶ a
 recomputed from the seed, nothing is replayed — and it may be restored with another world size or
 worker count (the position is global). Worker processes, prefetching and in-order delivery are
 torchdata's StatefulDataLoader; the dataset inside also speaks torchdata's Stateful protocol, so the
-raw DataLoader's own state_dict works too (same world size and workers only).
+raw DataLoader's own state_dict works too (same world size and workers only). With `balance: tokens`
+each step's samples are cut over the ranks by estimated tokens (stream/cost.py, stream/partition.py);
+the per-rank batches stay a function of (position, world size), so resume and the trace are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from xlam_hpc.collate.pretokenize import render_fingerprint
 from xlam_hpc.errors import ConfigError, ResumeError
 from xlam_hpc.stream.catalog import Catalog, GlobalOrder, open_catalog
 from xlam_hpc.stream.config import StreamConfig
+from xlam_hpc.stream.cost import CostModel, measure_ratios
 from xlam_hpc.stream.dataset import StepDataset
 from xlam_hpc.stream.partition import per_rank_batch
 from xlam_hpc.stream.seeding import seed_worker, worker_generator
@@ -61,10 +64,11 @@ class XlamLoader:
         world_size: int,
         seed: int,
         stored_tokens: frozenset[str],
+        cost: CostModel | None = None,
     ) -> None:
         self.cfg, self.collate, self.catalog, self.order, self.encoder = cfg, collate, catalog, order, encoder
         self.task, self.pad_id, self.rank, self.world_size, self.seed = task, pad_id, rank, world_size, seed
-        self.stored_tokens = stored_tokens
+        self.stored_tokens, self.cost = stored_tokens, cost
         self.per_rank = per_rank_batch(cfg.global_batch_size, world_size)
         self.position = 0
         """Global samples consumed by all ranks together (the state that matters)."""
@@ -89,6 +93,7 @@ class XlamLoader:
             global_batch=self.cfg.global_batch_size,
             start_position=start_position,
             stored_tokens=self.stored_tokens,
+            cost=self.cost,
         )
 
     def dataloader(self, start_position: int) -> StatefulDataLoader:
@@ -198,6 +203,12 @@ def build_loader(
         if (m := catalog.readers[name].manifest).tokenizer and m.tokenizer.get("fingerprint") == fp
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    cost = None
+    if cfg.balance == "tokens" and world_size > 1:
+        fresh = tuple(n for n in order.names if n not in stored)
+        # SFT trajectories are truncated to seq_length; prompt_answer records and DPO pairs hold several rows
+        cap = collate.seq_length if task == "sft" and collate.mode == "trajectory" else 0
+        cost = CostModel(catalog, stored, measure_ratios(catalog, encoder, fresh, task), cap)
     return XlamLoader(
         cfg=cfg,
         collate=collate,
@@ -210,4 +221,5 @@ def build_loader(
         world_size=world_size,
         seed=seed,
         stored_tokens=stored,
+        cost=cost,
     )

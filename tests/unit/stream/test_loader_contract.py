@@ -75,17 +75,19 @@ def test_resume_far_away_replays_nothing(shard_dir, tokenizer):
     assert batch["drawn_ids"] == expected
 
 
+@pytest.mark.parametrize("balance", ["samples", "tokens"])
 @pytest.mark.parametrize("new_world", [1, 5])
-def test_elastic_resume_continues_the_global_stream(shard_dir, tokenizer, new_world):
+def test_elastic_resume_continues_the_global_stream(shard_dir, tokenizer, new_world, balance):
     def global_stream(world, steps, state=None):
-        loaders = [_loader(shard_dir, tokenizer, rank=r, world=world) for r in range(world)]
+        loaders = [_loader(shard_dir, tokenizer, rank=r, world=world, balance=balance) for r in range(world)]
         for ld in loaders:
             if state:
                 ld.load_state_dict(state)
         out = []
         for _ in range(steps):
-            for ld in loaders:  # concatenating ranks in order gives the global order
-                out += next(ld)["drawn_ids"]
+            step = [i for ld in loaders for i in next(ld)["drawn_ids"]]
+            # samples: concatenating ranks in order gives the global order; tokens: the same samples per step
+            out.append(step if balance == "samples" else sorted(step))
         return out, loaders[0].state_dict()
 
     reference, _ = global_stream(1, 8)
@@ -104,7 +106,8 @@ def test_worker_count_does_not_change_the_stream(shard_dir, tokenizer, workers):
 
 def test_equal_batches_per_rank_and_ranks_partition_each_step(shard_dir, tokenizer):
     world, steps = 5, 11  # 110 samples: crosses two epochs of 51 with uneven shards
-    per_rank = [_take(_loader(shard_dir, tokenizer, rank=r, world=world), steps) for r in range(world)]
+    loaders = [_loader(shard_dir, tokenizer, rank=r, world=world, balance="samples") for r in range(world)]
+    per_rank = [_take(ld, steps) for ld in loaders]
     assert {len(batches) for batches in per_rank} == {steps}
     assert {len(b) for batches in per_rank for b in batches} == {2}
     reference = _take(_loader(shard_dir, tokenizer), steps)

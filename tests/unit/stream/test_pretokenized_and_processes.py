@@ -109,5 +109,5 @@ def test_two_real_processes_equal_in_process_ranks_and_resume_across_world_sizes
     got = [traces[0][s]["sample_ids"] + traces[1][s]["sample_ids"] for s in range(4)]
     w3 = [[json.loads(x) for x in (tmp_path / f"w3r{r}.jsonl").read_text().splitlines()] for r in range(3)]
     got += [functools.reduce(operator.iadd, (w3[r][s]["sample_ids"] for r in range(3)), []) for s in range(2)]
-    assert got == ref
+    assert [sorted(x) for x in got] == [sorted(x) for x in ref]  # token balance: same samples per step
     assert [line["step"] for line in w3[0]] == [5, 6]
