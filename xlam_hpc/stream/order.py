@@ -23,7 +23,7 @@ from xlam_hpc.stream.seeding import generator
 __all__ = ["SourceOrder"]
 
 _LAYOUTS = 2  # epochs kept: the current one and its neighbour (a step may straddle an epoch boundary)
-_WINDOWS = 256  # ≥ one live window per source of a large mixture (a perm of 1k samples is 8 KB)
+_PERM_ENTRIES = 1 << 20  # cached window permutation entries per source (~40 MB as Python lists), ≥ 1 window
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,8 +80,9 @@ class SourceOrder:
     def _window_perm(self, epoch: int, window: int, layout: _Layout) -> list[int]:
         size = self._window_end(layout, window) - layout.window_starts[window]
         perm = generator(self.seed, "window", self.name, epoch, window).permutation(size).tolist()
-        if len(self._perms) >= _WINDOWS:
-            self._perms.popitem(last=False)
+        held = sum(map(len, self._perms.values()))  # a few hundred windows at most: cheap next to the permutation
+        while self._perms and held + len(perm) > _PERM_ENTRIES:
+            held -= len(self._perms.popitem(last=False)[1])
         self._perms[(epoch, window)] = perm
         return perm
 
