@@ -4,10 +4,13 @@
   python bench/train_gpu.py --cpu-dry-run     # tiny shapes on CPU: every code path except CUDA
 
 Model: the `mistral-1b` preset (16 layers, hidden 2048, vocab 32768 of the Mistral v3 tokenizer), bf16
-(`precision: auto`), sdpa attention, seq_length 4096, packing, built-in chat template, ZeRO-2, one process.
+(`precision: auto`), `--attn` (default auto: the installed varlen flash kernel, else flex_attention, which
+keeps packed samples apart without a dense mask), seq_length 4096, packing, built-in chat template, ZeRO-2.
 Data: every SFT record the converters make from tests/data, copied with new ids up to --records, sharded.
 
 Runs (each in its own child process, so CUDA memory peaks and compile caches do not mix):
+- attention: bench/attention_gpu.py: per attention implementation, packed-sample isolation (logits inside a
+  packed micro-batch vs alone) and packed vs unpacked plain-causal tokens/s (goal >= 0.95x);
 - ours: the real trainer, in-process in the child (`xlam_hpc.train.loop.run_training(load_recipe(...))`,
   what `xlam-hpc train` runs), train.compile false, train.fused_kernels false;
 - ours_2x: the same with twice the samples per step (same train.micro_batch_tokens): with micro-batching
@@ -52,7 +55,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SEED = 7
-ALL_RUNS = ("ours", "ours_2x", "ours_compile", "ours_liger", "plain", "plain_compile")
+ALL_RUNS = ("attention", "ours", "ours_2x", "ours_compile", "ours_liger", "plain", "plain_compile")
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0}
 """bf16 dense tensor-core peak (SXM) by GPU name."""
 GIB = 1024**3
@@ -88,7 +91,7 @@ def build_shards(work: Path, records: int) -> Path:
 def write_recipe(path: Path, shards: Path, args: argparse.Namespace, samples: int, **train: Any) -> Path:
     import yaml
 
-    model: dict[str, Any] = {"name_or_path": args.model, "dropout": 0.0, "attn_implementation": "sdpa"}
+    model: dict[str, Any] = {"name_or_path": args.model, "dropout": 0.0, "attn_implementation": args.attn}
     if args.model_overrides:
         model["config_overrides"] = json.loads(args.model_overrides)
     recipe = {
@@ -315,6 +318,18 @@ def run_plain(name: str, recipe: Path, work: Path, args: argparse.Namespace, *, 
     }
 
 
+def run_attention(args: argparse.Namespace) -> dict[str, Any]:
+    """bench/attention_gpu.py in a child: packed isolation per attention implementation, packed vs unpacked."""
+    cmd = [sys.executable, str(ROOT / "bench" / "attention_gpu.py")] + (["--cpu-dry-run"] if args.cpu_dry_run else [])
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=args.run_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {args.run_timeout} s"}
+    if done.returncode != 0:
+        return {"error": done.stderr[-2000:]}
+    return json.loads(done.stdout)
+
+
 def machine() -> dict[str, Any]:
     import torch
     import transformers
@@ -347,6 +362,8 @@ def summarize(results: dict[str, dict[str, Any]], peak: float | None) -> dict[st
     params = next((r["parameters"] for r in results.values() if "parameters" in r), None)
     table: dict[str, Any] = {}
     for name, r in results.items():
+        if name == "attention":
+            continue
         if "tokens_per_s" not in r:
             table[name] = {"error": r.get("error")}
             continue
@@ -372,6 +389,8 @@ def summarize(results: dict[str, dict[str, Any]], peak: float | None) -> dict[st
         "ratio_plain_compile_plain": ratio("plain_compile", "plain"),
         "ratio_ours_liger_ours": ratio("ours_liger", "ours"),
     }
+    if "attention" in results:
+        out["attention"] = results["attention"]
     one, two = results.get("ours", {}), results.get("ours_2x", {})
     key = "peak_allocated_gib" if "peak_allocated_gib" in one else "peak_rss_gib"
     if key in one and key in two:
@@ -401,6 +420,7 @@ def main() -> int:
     parser.add_argument("--micro-batch-tokens", type=int, default=16384)
     parser.add_argument("--records", type=int, default=4000, help="corpus size")
     parser.add_argument("--model", default="mistral-1b")
+    parser.add_argument("--attn", default="auto", help="model.attn_implementation of our runs")
     parser.add_argument("--model-overrides", default="", help="JSON: preset config overrides")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the GPU's bf16 dense peak (else by name)")
     parser.add_argument("--run-timeout", type=float, default=300.0, help="seconds per run")
@@ -466,7 +486,9 @@ def main() -> int:
         }
         for name in runs:
             print(f"[train_gpu] {name} ...", file=sys.stderr, flush=True)
-            if name.startswith("ours"):
+            if name == "attention":
+                results[name] = run_attention(args)
+            elif name.startswith("ours"):
                 results[name] = run_ours(name, recipes[name], work, args)
             else:
                 results[name] = run_plain(name, recipes["ours"], work, args, compile=name == "plain_compile")

@@ -61,6 +61,8 @@ def resolve_attention(implementation: str, *, packing: bool, cuda_capability: tu
     """The implementation to build the model with (`auto` resolved; see the module docstring).
     `cuda_capability`: the GPU's (major, minor), None on CPU."""
     check_attention(implementation, packing=packing)
+    if implementation == "flex_attention" and cuda_capability is None:
+        raise ConfigError("model.attn_implementation flex_attention has no backward on CPU (torch); use sdpa or eager")
     if implementation != "auto":
         return implementation
     if cuda_capability is None:

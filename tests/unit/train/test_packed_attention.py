@@ -9,6 +9,8 @@ shows that the multi-row packed batch without flattening does leak there (the fa
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -67,7 +69,7 @@ def _segments(micro: dict) -> list[tuple[int, int, int]]:
     for r, n in enumerate(lengths):
         pos = micro["position_ids"][r, :n].tolist()
         starts = [i for i, p in enumerate(pos) if p == 0] + [n]
-        out += [(r, a, b - a) for a, b in zip(starts, starts[1:], strict=False)]
+        out += [(r, a, b - a) for a, b in itertools.pairwise(starts)]
     return out
 
 
@@ -147,8 +149,8 @@ def _reference_flash(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("varlen")
         assert torch.equal(cu_seqlens_q, cu_seqlens_k) and int(cu_seqlens_q[-1]) == q.shape[0]
         bounds = cu_seqlens_q.tolist()
-        assert max(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == int(max_seqlen_q)
-        parts = [attend(q[a:b], k[a:b], v[a:b], causal, softmax_scale) for a, b in zip(bounds, bounds[1:], strict=False)]
+        assert max(b - a for a, b in itertools.pairwise(bounds)) == int(max_seqlen_q)
+        parts = [attend(q[a:b], k[a:b], v[a:b], causal, softmax_scale) for a, b in itertools.pairwise(bounds)]
         return torch.cat(parts)
 
     def lazy_imports(implementation, attention_wrapper=None, allow_all_kernels=False):
@@ -201,7 +203,7 @@ def test_flatten_drops_padding_and_keeps_boundaries() -> None:
     flat = flatten_packed(split(batch, 10**9)[0])
     assert flat["input_ids"].shape == (1, sum(LENGTHS))  # padding-free
     bounds = flat["cu_seq_lens_q"].tolist()
-    assert sorted(b - a for a, b in zip(bounds, bounds[1:], strict=False)) == sorted(LENGTHS)
+    assert sorted(b - a for a, b in itertools.pairwise(bounds)) == sorted(LENGTHS)
     assert flat["max_length_q"] == max(LENGTHS)
     assert bool((flat["labels"][0, bounds[:-1]] == -100).all())  # no target across a boundary
     # all samples dropped for length: one unlabelled token, never an empty row
@@ -217,11 +219,14 @@ def test_packed_labels_never_target_across_a_boundary() -> None:
 
 
 def test_attention_choice() -> None:
-    for impl in ("eager", "sdpa", "flex_attention", "flash_attention_2", "flash_attention_3"):
+    for impl in ("eager", "sdpa", "flash_attention_2", "flash_attention_3"):
         assert resolve_attention(impl, packing=True, cuda_capability=None) == impl
+    assert resolve_attention("flex_attention", packing=True, cuda_capability=(8, 0)) == "flex_attention"
+    with pytest.raises(ConfigError, match="no backward on CPU"):
+        resolve_attention("flex_attention", packing=True, cuda_capability=None)
     assert resolve_attention("auto", packing=True, cuda_capability=None) == "sdpa"
     gpu = resolve_attention("auto", packing=True, cuda_capability=(9, 0))
     assert gpu in ("flash_attention_3", "flash_attention_2", "flex_attention")  # flex when no flash kernel
-    with pytest.raises(ConfigError, match="kernels-community/flash-attn2.*not known to keep packed samples apart"):
+    with pytest.raises(ConfigError, match=r"kernels-community/flash-attn2.*not known to keep packed samples apart"):
         check_attention("kernels-community/flash-attn2", packing=True)
     check_attention("kernels-community/flash-attn2", packing=False)  # unpacked: the user's choice
