@@ -9,7 +9,10 @@ register them for `.pyd`/`.pickle` members).
 from __future__ import annotations
 
 import bisect
+import hashlib
+import io
 import os
+import resource
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -22,9 +25,16 @@ from xlam_hpc.files import sha256_file
 from xlam_hpc.schema import Preference, RecordInvalid, Trajectory, decode_record
 from xlam_hpc.shard.manifest import Manifest, ShardInfo, load_manifest
 
-__all__ = ["ShardReader", "check_shards"]
+__all__ = ["DEFAULT_INDEX_CACHE_BYTES", "ShardReader", "check_shards", "default_max_open_files"]
 
-_MAX_OPEN_FILES = 64
+DEFAULT_INDEX_CACHE_BYTES = 256 << 20
+
+
+def default_max_open_files() -> int:
+    """min(1024, half the soft RLIMIT_NOFILE): one descriptor per live shard, so that a mixture of a
+    hundred or more sources does not reopen a file per sample, with room left for everything else."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return 1024 if soft == resource.RLIM_INFINITY else max(1, min(1024, soft // 2))
 
 
 @dataclass
@@ -34,22 +44,60 @@ class _SourceView:
     num_samples: int = 0
 
 
+def _size_problem(actual: int, expected: int) -> str | None:
+    return None if actual == expected else f"size {actual} bytes, manifest says {expected} (truncated or replaced)"
+
+
 class ShardReader:
     """Reads samples by (source, source-local index) through the manifest's member index.
+
+    Construction reads one directory listing (per folder holding shards) and, with skip_bad_shards, one
+    stat per tar: at 100k shards x hundreds of ranks, per-file checks would be a metadata storm on a
+    parallel file system. Without skip_bad_shards a tar's size is checked on its descriptor when it is
+    first opened.
 
     Args:
         manifest: a loaded manifest, or its directory.
         skip_bad_shards: drop shards whose file is missing or has the wrong size instead of raising;
             the remaining samples are renumbered per source and `skipped` lists what was dropped.
+        index_cache_bytes: member indexes kept in memory (least recently used first out); an index larger
+            than this is still used, just not kept beyond the next load.
+        max_open_files: shard descriptors kept open (least recently used closed first); None:
+            `default_max_open_files()`.
     """
 
-    def __init__(self, manifest: Manifest | str | Path, *, skip_bad_shards: bool = False) -> None:
+    def __init__(
+        self,
+        manifest: Manifest | str | Path,
+        *,
+        skip_bad_shards: bool = False,
+        index_cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
+        max_open_files: int | None = None,
+    ) -> None:
+        if index_cache_bytes < 0:
+            raise ValueError(f"index_cache_bytes must be >= 0, got {index_cache_bytes}")
+        if max_open_files is not None and max_open_files < 1:
+            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.root = Path(self.manifest.root)
+        self.index_cache_bytes = index_cache_bytes
+        self.max_open_files = default_max_open_files() if max_open_files is None else max_open_files
         self.skipped: list[str] = []
         self._views: dict[str, _SourceView] = {}
+        self._sized: set[str] = set()  # tars whose size was checked against the manifest
+        present = self._listing()
         for info in self.manifest.shards:
-            problem = self._stat_problem(info)
+            problem = next(
+                (
+                    f"missing ({name} is listed in the manifest)"
+                    for name in (info.path, info.index_path)
+                    if os.path.normpath(name) not in present
+                ),
+                None,
+            )
+            if problem is None and skip_bad_shards:
+                problem = _size_problem(os.stat(self.root / info.path).st_size, info.num_bytes)
+                self._sized.add(info.path)
             if problem:
                 if not skip_bad_shards:
                     raise ShardError(f"{self.root / info.path}: {problem}")
@@ -62,17 +110,21 @@ class ShardReader:
         self._members = {ext: i for i, ext in enumerate(self.manifest.members)}
         self._stride = self.manifest.index_stride
         self._check_crc = bool(self.manifest.member_checksum)  # False only in benchmarks and old directories
-        self._index: dict[str, np.ndarray] = {}
+        self._index: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._index_bytes = 0
         self._fds: OrderedDict[str, int] = OrderedDict()
 
-    def _stat_problem(self, info: ShardInfo) -> str | None:
-        for name, size in ((info.path, info.num_bytes), (info.index_path, None)):
-            p = self.root / name
-            if not p.is_file():
-                return f"missing ({name} is listed in the manifest)"
-            if size is not None and p.stat().st_size != size:
-                return f"size {p.stat().st_size} bytes, manifest says {size} (truncated or replaced)"
-        return None
+    def _listing(self) -> set[str]:
+        """Normalized relative names of the files in every folder the manifest lists files in."""
+        folders = {os.path.dirname(os.path.normpath(n)) for s in self.manifest.shards for n in (s.path, s.index_path)}
+        present: set[str] = set()
+        for folder in folders:
+            try:
+                with os.scandir(self.root / folder) as entries:
+                    present.update(os.path.join(folder, e.name) for e in entries)
+            except FileNotFoundError:
+                continue
+        return present
 
     @property
     def sources(self) -> dict[str, int]:
@@ -93,28 +145,62 @@ class ShardReader:
         k = bisect.bisect_right(view.starts, index) - 1
         return view.shards[k], index - view.starts[k]
 
+    def _column(self, member: str) -> int:
+        col = self._members.get(member)
+        if col is None:
+            raise ShardError(f"{self.root}: samples have no '.{member}' member (members: {list(self._members)})")
+        return col
+
     def _shard_index(self, info: ShardInfo) -> np.ndarray:
         idx = self._index.get(info.path)
-        if idx is None:
-            path = self.root / info.index_path
-            if sha256_file(path) != info.index_sha256:
-                raise ShardError(f"{path}: member index does not match its sha256 in the manifest")
-            idx = np.load(path, allow_pickle=False)
-            shape = (info.num_samples, self._stride * len(self._members))
-            if idx.shape != shape:
-                raise ShardError(f"{path}: index has shape {idx.shape}, manifest says {shape}")
-            self._index[info.path] = idx
+        if idx is not None:
+            self._index.move_to_end(info.path)
+            return idx
+        path = self.root / info.index_path
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot read the member index ({exc.strerror or exc})") from None
+        if hashlib.sha256(data).hexdigest() != info.index_sha256:
+            raise ShardError(f"{path}: member index does not match its sha256 in the manifest")
+        idx = np.load(io.BytesIO(data), allow_pickle=False)
+        shape = (info.num_samples, self._stride * len(self._members))
+        if idx.shape != shape:
+            raise ShardError(f"{path}: index has shape {idx.shape}, manifest says {shape}")
+        self._index[info.path] = idx
+        self._index_bytes += idx.nbytes
+        while self._index_bytes > self.index_cache_bytes and len(self._index) > 1:
+            self._index_bytes -= self._index.popitem(last=False)[1].nbytes
         return idx
 
     def _fd(self, info: ShardInfo) -> int:
         fd = self._fds.get(info.path)
-        if fd is None:
-            if len(self._fds) >= _MAX_OPEN_FILES:
-                os.close(self._fds.popitem(last=False)[1])
-            fd = self._fds[info.path] = os.open(self.root / info.path, os.O_RDONLY)
-        else:
+        if fd is not None:
             self._fds.move_to_end(info.path)
+            return fd
+        path = self.root / info.path
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise ShardError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        if info.path not in self._sized:
+            problem = _size_problem(os.fstat(fd).st_size, info.num_bytes)
+            if problem:
+                os.close(fd)
+                raise ShardError(f"{path}: {problem}")
+            self._sized.add(info.path)
+        if len(self._fds) >= self.max_open_files:
+            os.close(self._fds.popitem(last=False)[1])
+        self._fds[info.path] = fd
         return fd
+
+    def member_size(self, source: str, index: int, member: str) -> int:
+        """Bytes of one member of one sample, from the member index (no shard data is read)."""
+        info, row = self._locate(source, index)
+        size = int(self._shard_index(info)[row, self._stride * self._column(member) + 1])
+        if size < 0:
+            raise ShardError(f"{self.root / info.path}: sample {row} lacks the member '.{member}'")
+        return size
 
     def read_member(self, source: str, index: int, member: str = "json") -> bytes:
         """Raw bytes of one member of one sample."""
@@ -123,12 +209,7 @@ class ShardReader:
     def read_members(self, source: str, index: int, members: tuple[str, ...]) -> list[bytes]:
         """Raw bytes of several members of one sample, with one read (a sample's members are adjacent)."""
         info, row = self._locate(source, index)
-        cols = []
-        for member in members:
-            col = self._members.get(member)
-            if col is None:
-                raise ShardError(f"{self.root}: samples have no '.{member}' member (members: {list(self._members)})")
-            cols.append(col)
+        cols = [self._column(member) for member in members]
         entry, k = self._shard_index(info)[row].tolist(), self._stride
         spans = [(entry[k * c], entry[k * c + 1]) for c in cols]
         if any(o < 0 for o, _ in spans):
@@ -170,9 +251,10 @@ class ShardReader:
         self.close()
 
     def __getstate__(self) -> dict:
-        # DataLoader workers receive a copy: file descriptors are per process, reopen lazily.
+        # DataLoader workers receive a copy: file descriptors are per process, reopen lazily; indexes
+        # reload on demand rather than travel through the pickle.
         state = self.__dict__.copy()
-        state["_fds"] = OrderedDict()
+        state.update(_fds=OrderedDict(), _index=OrderedDict(), _index_bytes=0)
         return state
 
 

@@ -115,10 +115,10 @@ def test_corruption_is_detected(tmp_path, corpus, capsys):
     with ShardReader(out) as r, pytest.raises(ShardError, match=r"alpha-000001.tar: sample 0 \(alpha:4\) is corrupt"):
         r._check_crc = False  # without the checksum, JSON that no longer parses is still named
         r.record("alpha", 4)
-    # truncation: size differs from the manifest → named at open, or skipped with a count
+    # truncation: size differs from the manifest → named when the shard is first opened, or skipped with a count
     (out / "beta-000000.tar").write_bytes((out / "beta-000000.tar").read_bytes()[:1000])
-    with pytest.raises(ShardError, match=r"beta-000000.tar: size 1000 bytes, manifest says"):
-        ShardReader(out)
+    with ShardReader(out) as r, pytest.raises(ShardError, match=r"beta-000000.tar: size 1000 bytes, manifest says"):
+        r.record("beta", 0)
     with ShardReader(out, skip_bad_shards=True) as r:
         assert r.sources == {"alpha": 10, "beta": 1} and len(r.skipped) == 1
 
