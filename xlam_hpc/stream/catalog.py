@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from xlam_hpc.config import fingerprint
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.shard import Manifest, ShardReader, load_manifest
+from xlam_hpc.shard.reader import DEFAULT_INDEX_CACHE_BYTES
 from xlam_hpc.stream.mixture import MixturePlan, normalize_weights
 from xlam_hpc.stream.order import SourceOrder
 
@@ -35,12 +36,21 @@ class Catalog:
         return self.readers[source].shard_sizes(source)
 
 
-def open_catalog(directories: list[str], *, skip_bad_shards: bool = False) -> Catalog:
-    """Load manifests, check that source names are unique, open one reader per directory."""
+def open_catalog(
+    directories: list[str],
+    *,
+    skip_bad_shards: bool = False,
+    index_cache_bytes: int = DEFAULT_INDEX_CACHE_BYTES,
+    max_open_files: int | None = None,
+) -> Catalog:
+    """Load manifests, check that source names are unique, open one reader per directory (each with its
+    own member-index cache and open-file cap)."""
     manifests, readers, kinds, skipped = [], {}, {}, []
     for d in directories:
         m = load_manifest(d)
-        reader = ShardReader(m, skip_bad_shards=skip_bad_shards)
+        reader = ShardReader(
+            m, skip_bad_shards=skip_bad_shards, index_cache_bytes=index_cache_bytes, max_open_files=max_open_files
+        )
         skipped += reader.skipped
         manifests.append(m)
         for name, info in m.sources.items():

@@ -31,6 +31,11 @@ class StreamConfig:
     prefetch_factor: int = 2
     skip_bad_shards: bool = False
     """Skip shards that are missing or truncated (counted and logged) instead of failing."""
+    index_cache_mb: int = 256
+    """Member indexes kept in memory per shard directory (MiB, least recently used out first); with
+    balance "tokens" every rank reads the index of every shard a step draws from."""
+    max_open_files: int | None = None
+    """Shard files kept open per shard directory; None = min(1024, half the soft RLIMIT_NOFILE)."""
     samples_per_epoch: int = 0
     """Nominal epoch length for reporting and per-epoch worker seeds; 0 = total samples of the used sources."""
 
@@ -41,5 +46,7 @@ class StreamConfig:
             raise ValueError(f"data.global_batch_size must be >= 1, got {self.global_batch_size}")
         if self.num_workers < 0 or self.window_shards < 1 or self.mixture_block < 0:
             raise ValueError("data.num_workers >= 0, data.window_shards >= 1 and data.mixture_block >= 0 are required")
+        if self.index_cache_mb < 0 or (self.max_open_files is not None and self.max_open_files < 1):
+            raise ValueError("data.index_cache_mb >= 0 and data.max_open_files >= 1 (or null) are required")
         if self.balance not in ("tokens", "samples"):
             raise ValueError(f"data.balance must be 'tokens' or 'samples', got {self.balance!r}")

@@ -5,7 +5,7 @@ other ranks' samples, so a cost comes from the member index alone (no sample dat
 - pre-tokenized sources (shards encoded with this run's render fingerprint): the stored ids' bytes / 4;
 - other sources: the JSON member's bytes × that source's tokens-per-byte, measured once at build time
   on its first records with the run's encoder (deterministic, hence equal on every rank).
-Integer arithmetic throughout: a float ratio could round differently nowhere, but ints cannot at all.
+Integer arithmetic throughout, so every rank computes the same costs bit for bit.
 """
 
 from __future__ import annotations
@@ -14,23 +14,12 @@ from collections import Counter
 from dataclasses import dataclass
 
 from xlam_hpc.collate import SampleEncoder
-from xlam_hpc.shard import ShardReader
 from xlam_hpc.stream.catalog import Catalog
 
-__all__ = ["CostModel", "measure_ratios", "member_size"]
+__all__ = ["CostModel", "measure_ratios"]
 
 _ID_BYTES = 4  # stored token ids are int32
 _FALLBACK = (1, 4)  # tokens per byte when no measured record gave a token
-
-
-def member_size(reader: ShardReader, source: str, index: int, member: str) -> int:
-    """Byte size of one member of one sample, from the member index."""
-    # TODO(shard): drop the fallback once ShardReader.member_size has landed
-    if hasattr(reader, "member_size"):
-        return reader.member_size(source, index, member)
-    info, row = reader._locate(source, index)
-    stride = getattr(reader, "_stride", 2)  # index columns per member: (offset, size[, crc32])
-    return int(reader._shard_index(info)[row, stride * reader._members[member] + 1])
 
 
 def measure_ratios(
@@ -41,14 +30,13 @@ def measure_ratios(
     out = {}
     for name in names:
         reader = catalog.readers[name]
-        tokens = size = 0
-        for index in range(min(records, catalog.sizes[name])):
-            rec = reader.record(name, index)
-            size += member_size(reader, name, index, "json")
-            if task == "dpo":
-                tokens += sum(len(p.chosen) + len(p.rejected) for p in encoder.encode_dpo([(f"{name}:{index}", rec)]))
-            else:
-                tokens += sum(len(s) for s in encoder.encode_sft([(f"{name}:{index}", rec)]))
+        first = range(min(records, catalog.sizes[name]))
+        items = [(f"{name}:{i}", reader.record(name, i)) for i in first]
+        size = sum(reader.member_size(name, i, "json") for i in first)
+        if task == "dpo":
+            tokens = sum(len(p.chosen) + len(p.rejected) for p in encoder.encode_dpo(items))
+        else:
+            tokens = sum(len(s) for s in encoder.encode_sft(items))
         out[name] = (tokens, size) if tokens and size else _FALLBACK
     encoder.stats.clear()  # measuring is not training: leave the counters as they were
     encoder.stats.update(stats)
@@ -71,8 +59,8 @@ class CostModel:
     def cost(self, source: str, index: int) -> int:
         reader = self.catalog.readers[source]
         if source in self.stored:
-            tokens = member_size(reader, source, index, "tok.ids") // _ID_BYTES
+            tokens = reader.member_size(source, index, "tok.ids") // _ID_BYTES
         else:
             per, size = self.ratios[source]
-            tokens = member_size(reader, source, index, "json") * per // size
+            tokens = reader.member_size(source, index, "json") * per // size
         return min(tokens, self.cap) if self.cap else tokens

@@ -184,7 +184,12 @@ def build_loader(
     if task not in ("sft", "dpo"):
         raise ConfigError(f"task must be 'sft' or 'dpo', got '{task}'")
     per_rank_batch(cfg.global_batch_size, world_size)
-    catalog = open_catalog(cfg.shards, skip_bad_shards=cfg.skip_bad_shards)
+    catalog = open_catalog(
+        cfg.shards,
+        skip_bad_shards=cfg.skip_bad_shards,
+        index_cache_bytes=cfg.index_cache_mb << 20,
+        max_open_files=cfg.max_open_files,
+    )
     order = GlobalOrder.build(catalog, cfg.weights, seed, cfg.mixture_block or cfg.global_batch_size, cfg.window_shards)
     check_source_kinds({name: catalog.kinds[name] for name in order.names}, task)
     encoder = SampleEncoder(tokenizer, collate)

@@ -143,3 +143,12 @@ def test_pretokenized_cost_is_the_stored_token_count(tmp_path, tokenizer):
             b = next(ld)
             ids = [tuple(x.split(":")) for x in b["drawn_ids"]]
             assert b["num_tokens"] == sum(min(cost.cost(s, int(i)), 512) for s, i in ids)
+
+
+def test_reader_limits_reach_the_readers(shard_dir, tokenizer):
+    loader = _loaders(shard_dir, tokenizer, 1, index_cache_mb=3, max_open_files=2)[0]
+    for reader in loader.catalog.readers.values():
+        assert reader.index_cache_bytes == 3 << 20 and reader.max_open_files == 2
+    assert _loaders(shard_dir, tokenizer, 1)[0].fingerprint == loader.fingerprint
+    with pytest.raises(ValueError, match="max_open_files"):
+        _cfg(shard_dir, max_open_files=0)
