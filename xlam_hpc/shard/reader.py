@@ -96,7 +96,10 @@ class ShardReader:
                 None,
             )
             if problem is None and skip_bad_shards:
-                problem = _size_problem(os.stat(self.root / info.path).st_size, info.num_bytes)
+                try:
+                    problem = _size_problem(os.stat(self.root / info.path).st_size, info.num_bytes)
+                except OSError as exc:  # removed since the listing
+                    problem = f"unreadable ({exc.strerror or exc})"
                 self._sized.add(info.path)
             if problem:
                 if not skip_bad_shards:
