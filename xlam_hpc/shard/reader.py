@@ -224,13 +224,12 @@ class ShardReader:
             raise ShardError(f"{self.root / info.path}: sample {row} ends past the end of the file (truncated shard)")
         view = memoryview(data)
         parts = [bytes(view[o - start : o - start + n]) if len(spans) > 1 else data for o, n in spans]
-        if self._check_crc:
-            for member, c, part in zip(members, cols, parts, strict=True):
-                if zlib.crc32(part) != entry[k * c + 2]:
-                    raise ShardError(
-                        f"{self.root / info.path}: sample {row} ({source}:{index}) member .{member} fails its "
-                        "crc32 check (corrupted in place?)"
-                    )
+        if self._check_crc and list(map(zlib.crc32, parts)) != [entry[k * c + 2] for c in cols]:
+            bad = next(m for m, c, p in zip(members, cols, parts, strict=True) if zlib.crc32(p) != entry[k * c + 2])
+            raise ShardError(
+                f"{self.root / info.path}: sample {row} ({source}:{index}) member .{bad} fails its crc32 check "
+                "(corrupted in place?)"
+            )
         return parts
 
     def record(self, source: str, index: int) -> Trajectory | Preference:
