@@ -1,6 +1,7 @@
 """Loader benchmark: prints one JSON object; every number is compared with a baseline from the same run.
 
   python bench/loader.py [--records 3000] [--seq-length 4096] [--batch 128]
+  python bench/loader.py --scale      # index math only: synthetic catalogs up to 100k shards / 100M samples
 
 Corpus: every SFT record the converters make from tests/data (real samples of 13 formats), copied with
 new ids up to --records, sharded twice (JSON only, and pre-tokenized).
@@ -10,7 +11,12 @@ Measured:
   batch call (encode_batch_fast, all cores) and one text at a time on one core, each ratio printed;
 - pre-tokenized loader tokens/s vs on-the-fly;
 - useful (non-pad) tokens/s vs an xLAM-style pipeline: HF `datasets` webdataset streams of the same
-  shards + `interleave_datasets(probabilities)` + chat template per sample + padding to seq_length;
+  shards + `interleave_datasets(probabilities)` + chat template per sample + padding to seq_length, fed the
+  way HF Trainer feeds it (Python lists batched by transformers' `default_data_collator`: the headline
+  ratio); the same pipeline ending in `.with_format("torch")` is printed as a second figure;
+- balance across ranks: max/mean real tokens per rank per step (num_tokens of the loader's batches) at 4
+  and 8 ranks, balance "samples" (contiguous slices) vs "tokens", on pre-tokenized and JSON shards, and
+  whether the realized mixture (samples per source over all ranks) is the same;
 - resume cost: load_state_dict + first batch at global sample 100k vs at 0, next to a
   `skip_first_batches`-style replay (measured over --replay-samples, scaled to 100k);
 - non-pad fraction with packing at --seq-length; loader state size in bytes;
@@ -26,13 +32,16 @@ from __future__ import annotations
 import argparse
 import gc
 import glob
+import itertools
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,11 +116,17 @@ def _tar_records(paths: list[str]):
                     yield {"json": tar.extractfile(member).read().decode()}
 
 
-def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: dict[str, float]) -> float:
+def xlam_style(
+    shards: Path, tokenizer, seq_length: int, samples: int, weights: dict[str, float], batch: int = 8
+) -> dict[str, float]:
     """xLAM's recipe (actionstudio data pipeline): per-source `datasets` streams of the same tar shards,
     interleave_datasets(probabilities), `.map` applying the chat template and tokenizing with padding to
-    seq_length, `.with_format("torch")`; useful = non-pad tokens delivered per second."""
+    seq_length; useful = non-pad tokens delivered per second. Two endings: "trainer" feeds the Python lists
+    through a DataLoader with transformers' `default_data_collator`, as HF Trainer does (the faithful,
+    fast path); "with_format_torch" converts every row with `.with_format("torch")` (~30x slower)."""
     from datasets import IterableDataset, interleave_datasets
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator
 
     from xlam_hpc.collate import BUILTIN_TEMPLATE
     from xlam_hpc.collate.messages import to_hf_messages
@@ -136,24 +151,128 @@ def xlam_style(shards: Path, tokenizer, seq_length: int, samples: int, weights: 
             max_length=seq_length,
         )
 
-    names = sorted(weights)
-    streams = [
-        IterableDataset.from_generator(
-            _tar_records, gen_kwargs={"paths": sorted(glob.glob(str(shards / f"{n}-*.tar")))}
+    def pipeline():
+        names = sorted(weights)
+        streams = [
+            IterableDataset.from_generator(
+                _tar_records, gen_kwargs={"paths": sorted(glob.glob(str(shards / f"{n}-*.tar")))}
+            )
+            for n in names
+        ]
+        mixed = interleave_datasets(
+            streams, probabilities=[weights[n] for n in names], seed=0, stopping_strategy="all_exhausted"
         )
-        for n in names
-    ]
-    mixed = interleave_datasets(
-        streams, probabilities=[weights[n] for n in names], seed=0, stopping_strategy="all_exhausted"
-    )
-    pipeline = mixed.map(tokenize, remove_columns=["json"]).with_format("torch")
+        return mixed.map(tokenize, remove_columns=["json"])
+
+    rates = {}
     t, useful = time.perf_counter(), 0
-    for seen, row in enumerate(pipeline, start=1):
+    for seen, rows in enumerate(DataLoader(pipeline(), batch_size=batch, collate_fn=default_data_collator), 1):
+        useful += int(rows["attention_mask"].sum())
+        if seen * batch >= samples:
+            break
+    rates["trainer"] = useful / (time.perf_counter() - t)
+    t, useful = time.perf_counter(), 0
+    for seen, row in enumerate(pipeline().with_format("torch"), start=1):
         useful += int(row["attention_mask"].sum())
         if seen >= samples:
             break
+    rates["with_format_torch"] = useful / (time.perf_counter() - t)
     tokenizer.chat_template = None
-    return useful / (time.perf_counter() - t)
+    return rates
+
+
+def balance(shards: Path, tokenizer, collate: CollateConfig, per_step: int, steps: int, worlds=(4, 8)) -> dict:
+    """Per world size and balance mode: max/mean real tokens per rank per step (mean, p99 and worst over
+    `steps` steps, and Σ max / Σ mean: the step-time cost of waiting for the slowest rank), next to the
+    best any assignment could do (per step max(longest sample, total / ranks) / mean: a lower bound), plus
+    whether both modes realize the same samples per source."""
+    out: dict = {"samples_per_step": per_step, "steps": steps}
+    for world in worlds:
+        row, mixes = {}, {}
+        for mode in ("samples", "tokens"):
+            cfg = StreamConfig(shards=[str(shards)], global_batch_size=per_step, balance=mode)
+            loaders = [build_loader(cfg, collate, tokenizer, rank=r, world_size=world, seed=0) for r in range(world)]
+            ratios, bounds, worst_sum, mean_sum, mix = [], [], 0, 0.0, Counter()
+            t = time.perf_counter()
+            for _ in range(steps):
+                toks, longest = [], 0
+                for ld in loaders:
+                    b = next(ld)
+                    toks.append(b["num_tokens"])
+                    mix.update(i.split(":")[0] for i in b["drawn_ids"])
+                    longest = max([longest] + [y - x for row_ in b["cu_seqlens"] for x, y in itertools.pairwise(row_)])
+                mean = statistics.fmean(toks)
+                ratios.append(max(toks) / mean)
+                bounds.append(max(longest, mean) / mean)
+                worst_sum, mean_sum = worst_sum + max(toks), mean_sum + mean
+            ratios.sort()
+            row[mode] = {
+                "max_over_mean_mean": round(statistics.fmean(ratios), 4),
+                "max_over_mean_p99": round(ratios[int(0.99 * (len(ratios) - 1))], 4),
+                "max_over_mean_worst": round(ratios[-1], 4),
+                "sum_max_over_sum_mean": round(worst_sum / mean_sum, 4),
+                "seconds": round(time.perf_counter() - t, 1),
+            }
+            row["lower_bound_max_over_mean_mean"] = round(statistics.fmean(bounds), 4)
+            mixes[mode] = mix
+        row["mixture_identical"] = mixes["samples"] == mixes["tokens"]
+        row["costs_from"] = "stored token ids" if loaders[0].stored_tokens else "JSON bytes x tokens-per-byte"
+        row["samples_per_source"] = dict(sorted(mixes["tokens"].items()))
+        out[f"ranks_{world}"] = row
+    return out
+
+
+def scale(shard_counts=(100, 10_000, 100_000), per_shard: int = 1000, sources: int = 4, lookups: int = 20_000) -> dict:
+    """Index math at scale, no data files: GlobalOrder over synthetic shard sizes (`per_shard` samples per
+    shard, so 100k shards = 100M samples), per-sample sample_at time over `lookups` consecutive positions
+    from 0, 1e6 and 1e8 (process CPU time, best of 7 disjoint runs, the catalogs taking turns: the machine
+    is shared; the first lookup, which builds an epoch's shard layout, is timed apart), and the peak RSS
+    (the imports alone, torch included, are reported apart)."""
+    from xlam_hpc.stream import GlobalOrder, MixturePlan, SourceOrder
+
+    imports_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    names = tuple(f"s{k}" for k in range(sources))
+    starts = (0, 10**6, 10**8)
+    catalogs = {
+        shards: GlobalOrder(
+            MixturePlan(names, (1 / sources,) * sources, 64, seed=0),
+            tuple(SourceOrder(n, (per_shard,) * (shards // sources), seed=0) for n in names),
+            (),
+        )
+        for shards in shard_counts
+    }
+    first: dict[tuple[int, int], float] = {}
+    best: dict[tuple[int, int], float] = {}
+    for shards, order in catalogs.items():
+        for start in starts:
+            t = time.process_time()
+            order.sample_at(start)
+            first[shards, start] = time.process_time() - t
+    for k in range(7):
+        for shards, order in catalogs.items():
+            for start in starts:
+                at = start + 1 + k * lookups
+                t = time.process_time()
+                for p in range(at, at + lookups):
+                    order.sample_at(p)
+                dt = (time.process_time() - t) / lookups
+                best[shards, start] = min(best.get((shards, start), dt), dt)
+    out: dict = {"samples_per_shard": per_shard, "sources": sources, "lookups_per_run": lookups}
+    for shards in shard_counts:
+        out[f"shards_{shards}"] = {"samples": shards * per_shard} | {
+            f"at_{start:.0e}": {
+                "us_per_sample": round(best[shards, start] * 1e6, 3),
+                "first_lookup_ms": round(first[shards, start] * 1e3, 2),
+            }
+            for start in starts
+        }
+    lo, hi = shard_counts[0], shard_counts[-1]
+    out[f"ratio_{hi}_over_{lo}"] = {f"at_{s:.0e}": round(best[hi, s] / best[lo, s], 3) for s in starts}
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    out["rss_after_imports_mib"] = round(imports_rss, 1)
+    out["targets"] = {"ratio": "<= 1.2", "peak_rss_mib": "< 1024"}
+    return out
 
 
 def resume_seconds(make, positions: tuple[int, ...], repeats: int = 7) -> dict[int, float]:
@@ -266,7 +385,15 @@ def main() -> None:
     ap.add_argument("--replay-samples", type=int, default=4096)
     ap.add_argument("--families", default="qwen2.5,qwen3,llama-3.1,hermes-3", help="model templates to cost")
     ap.add_argument("--only-templates", action="store_true", help="just the model-template section")
+    ap.add_argument("--scale", action="store_true", help="just the index math on synthetic catalogs (no data)")
+    ap.add_argument("--balance-per-step", default="64,256", help="samples per step of the balance section")
+    ap.add_argument("--balance-steps", type=int, default=1000, help="balance steps at the first --balance-per-step")
+    ap.add_argument("--balance-json-steps", type=int, default=300, help="the same on JSON shards (tokenized)")
+    ap.add_argument("--skip-templates", action="store_true", help="leave out the model-template section")
     args = ap.parse_args()
+    if args.scale:
+        print(json.dumps({"bench": "loader", "scale": scale()}, indent=1))
+        return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     tok = load_tokenizer("mistral-v3")
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,7 +409,7 @@ def main() -> None:
         )
 
         families = [f for f in args.families.split(",") if f]
-        templates = template_cost(work, corpus, plain, families, args)
+        templates = {} if args.skip_templates else template_cost(work, corpus, plain, families, args)
         if args.only_templates:
             print(json.dumps({"bench": "loader", "model_templates": templates}, indent=1))
             return
@@ -305,7 +432,15 @@ def main() -> None:
         pre = make(stored)
         pre_tps, _ = tokens_per_s(pre, args.steps * 4)
         weights = {n: w for n, w in zip(fly.order.names, fly.order.plan.weights, strict=True)}
-        xlam_tps = xlam_style(plain, tok, args.seq_length, args.batch * 3, weights)
+        # its own tokenizer: the baseline sets a chat template and a pad token, which would change this run's
+        # render fingerprint (the pre-tokenized shards would no longer count as this run's tokens)
+        xlam = xlam_style(plain, load_tokenizer("mistral-v3"), args.seq_length, args.batch * 3, weights)
+        xlam_tps = xlam["trainer"]
+        balanced = {}
+        first_n = int(args.balance_per_step.split(",")[0])
+        for n in map(int, args.balance_per_step.split(",")):  # larger steps: as many samples, fewer steps
+            balanced[f"pretokenized_{n}"] = balance(stored, tok, collate, n, args.balance_steps * first_n // n)
+            balanced[f"json_{n}"] = balance(plain, tok, collate, n, args.balance_json_steps * first_n // n)
         resume = resume_seconds(make, (0, 100_000))
         at0, at100k = resume[0], resume[100_000]
         packing = {n: round(packing_fraction(stored, tok, collate, n), 4) for n in (64, 128, 256, 512)}
@@ -336,6 +471,9 @@ def main() -> None:
         "pretokenized_vs_on_the_fly": round(pre_tps / fly_tps, 2),
         "xlam_style_useful_tokens_per_s": round(xlam_tps),
         "useful_tokens_vs_xlam_style": round(fly_tps * 1.0 / xlam_tps, 2),
+        "xlam_style_with_format_torch_useful_tokens_per_s": round(xlam["with_format_torch"]),
+        "useful_tokens_vs_xlam_style_with_format_torch": round(fly_tps / xlam["with_format_torch"], 2),
+        "balance": balanced,
         "resume_seconds": {
             "at_0": round(at0, 4),
             "at_100k": round(at100k, 4),
@@ -353,6 +491,7 @@ def main() -> None:
             "resume_ratio": "<= 1.1",
             "packing_non_pad_fraction": ">= 0.97",
             "state_bytes": "<= 4096",
+            "balance_max_over_mean_at_8_ranks": "<= 1.05",
         },
     }
     print(json.dumps(result, indent=1))
