@@ -152,3 +152,13 @@ def test_reader_limits_reach_the_readers(shard_dir, tokenizer):
     assert _loaders(shard_dir, tokenizer, 1)[0].fingerprint == loader.fingerprint
     with pytest.raises(ValueError, match="max_open_files"):
         _cfg(shard_dir, max_open_files=0)
+
+
+def test_dpo_pairs_are_balanced_and_cover_each_step(train_data, tokenizer):
+    cfg = StreamConfig(shards=[str(train_data["dpo"])], global_batch_size=8)
+    loaders = [build_loader(cfg, _collate(), tokenizer, rank=r, world_size=4, seed=2, task="dpo") for r in range(4)]
+    assert loaders[0].cost.cap == 0 and all(per > 0 for per, _ in loaders[0].cost.ratios.values())
+    for step in range(3):
+        batches = [next(ld) for ld in loaders]
+        assert all(b["positions"] for b in batches)
+        assert sorted(p for b in batches for p in b["positions"]) == list(step_positions(0, step, 8))
