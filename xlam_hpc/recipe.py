@@ -105,8 +105,8 @@ class Recipe:
         ):
             data["train"].pop(key, None)
         data["model"].pop("attn_implementation", None)  # a kernel choice; isolation holds on all of them
-        data["data"].pop("num_workers", None)
-        data["data"].pop("prefetch_factor", None)
+        for key in ("num_workers", "prefetch_factor", "index_cache_mb", "max_open_files"):
+            data["data"].pop(key, None)
         return fingerprint(data)
 
 

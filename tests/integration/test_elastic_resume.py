@@ -42,8 +42,9 @@ def _run(recipe: Path, out: Path, log: Path, nproc: int, *overrides: str) -> str
 
 
 def _global_stream(trace: dict[int, dict[int, dict]], step: int) -> list:
-    """The step's sample ids over all ranks, in global order (rank r holds the r-th contiguous slice)."""
-    return [i for rank in sorted(trace) if step in trace[rank] for i in trace[rank][step]["sample_ids"]]
+    """The step's sample ids over all ranks (sorted: which rank trains which sample depends on the world size,
+    data.balance: tokens)."""
+    return sorted(i for rank in trace if step in trace[rank] for i in trace[rank][step]["sample_ids"])
 
 
 def _global_loss(trace: dict[int, dict[int, dict]], step: int) -> float:
