@@ -8,13 +8,13 @@ Measured over a seeded random order of all samples, a fresh reader per round (sh
 check's CPU cost is not hidden behind I/O), designs interleaved, best of rounds, as rates per CPU-second of
 this process (time.process_time: the 2-core VMs are shared, and wall-clock A/B ratios moved by ±15%):
 - reader samples/s: `record()` on the JSON shards, `read_members(tok.ids, tok.mask, tok.len)` on the
-  pre-tokenized ones, (a) with the per-member crc32 check, (b) without it, (c) the alternative design: no
-  crc32, a whole-file sha256 of each shard the first time the process opens it; each as a ratio to (b);
+  pre-tokenized ones, (a) with the per-member checksum (xxh3), (b) without it, (c) the alternative design: no
+  member checksum, a whole-file sha256 of each shard the first time the process opens it; each as a ratio to (b);
 - the same for one rank's share of the order (every --world-th sample): with (c) a process still hashes every
   shard it touches, so its cost grows with the world size while (a) stays per sample;
-- loader samples/s (build_loader, 0 workers, steady state: two loaders timed in turn) with and without the crc32
-  check, JSON and pre-tokenized shards; and the check's share estimated from its CPU time alone per sample
-  (with xxh3_64 next to zlib.crc32 for comparison).
+- loader samples/s (build_loader, 0 workers, steady state: two loaders timed in turn) with and without the member
+  checksum, JSON and pre-tokenized shards; and the check's share estimated from its CPU time alone per sample
+  (xxh3, with zlib.crc32 next to it for comparison).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from xlam_hpc.convert import ConvertConfig, convert_files  # noqa: E402
 from xlam_hpc.errors import ShardError  # noqa: E402
 from xlam_hpc.files import sha256_file  # noqa: E402
 from xlam_hpc.shard import ShardConfig, ShardInfo, ShardReader, write_shards  # noqa: E402
+from xlam_hpc.shard.checksum import CHECKSUMS  # noqa: E402
 from xlam_hpc.stream import StreamConfig, build_loader  # noqa: E402
 
 TOKEN_MEMBERS = ("tok.ids", "tok.mask", "tok.len")
@@ -67,7 +68,7 @@ class Sha256OnFirstOpen(ShardReader):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._check_crc = False
+        self._checksum = None
         self._verified: set[str] = set()
 
     def _fd(self, info: ShardInfo) -> int:
@@ -82,14 +83,15 @@ def _reader(kind: str, shards: Path) -> ShardReader:
     if kind == "sha256_first_open":
         return Sha256OnFirstOpen(shards)
     r = ShardReader(shards)
-    r._check_crc = kind == "crc32"
+    if kind == "unchecked":
+        r._checksum = None
     return r
 
 
 def reader_rates(shards: Path, order: list[tuple[str, int]], read: Callable, rounds: int) -> dict[str, float]:
     """Best-of-rounds samples per CPU-second per check design; one untimed pass each first, then the designs
     in a rotated order every round."""
-    kinds = ["crc32", "unchecked", "sha256_first_open"]
+    kinds = ["checksum", "unchecked", "sha256_first_open"]
     runs: dict[str, list[float]] = {k: [] for k in kinds}
     for k in range(rounds + 1):
         for kind in kinds[k % 3 :] + kinds[: k % 3]:
@@ -103,20 +105,18 @@ def reader_rates(shards: Path, order: list[tuple[str, int]], read: Callable, rou
     base = rates["unchecked"]
     return {
         **{f"{k}_samples_per_s": round(v, 1) for k, v in rates.items()},
-        "crc32_vs_unchecked": round(rates["crc32"] / base, 4),
+        "checksum_vs_unchecked": round(rates["checksum"] / base, 4),
         "sha256_first_open_vs_unchecked": round(rates["sha256_first_open"] / base, 4),
     }
 
 
 def hash_us_per_sample(shards: Path, order: list[tuple[str, int]], members: tuple[str, ...]) -> dict[str, float]:
-    """The check's CPU time alone, per sample, over every member the loader reads (best of 5): zlib.crc32
-    (what the reader checks) and, for comparison, xxh3_64 (xxhash comes with `datasets`, a trl dependency)."""
-    import xxhash
-
+    """The check's CPU time alone, per sample, over every member the loader reads (best of 5): xxh3 (what the
+    reader checks) and, for comparison, zlib.crc32 (what the first version checked)."""
     with _reader("unchecked", shards) as r:
         parts = [p for s, i in order for p in r.read_members(s, i, members)]
     out = {}
-    for name, fn in (("crc32", zlib.crc32), ("xxh3_64", xxhash.xxh3_64_intdigest)):
+    for name, fn in (("xxh3", CHECKSUMS["xxh3"]), ("checksum", zlib.crc32)):
         best = float("inf")
         for _ in range(5):
             t = time.process_time()
@@ -138,13 +138,14 @@ def all_samples(shards: Path, seed: int) -> list[tuple[str, int]]:
 def loader_rates(
     shards: Path, collate: CollateConfig, tok: Any, batch: int, steps: int, rounds: int, crc_us: float
 ) -> dict[str, float]:
-    """One rank's loader (0 workers: the readers are the catalog's) with the crc32 check on and off, best of
+    """One rank's loader (0 workers: the readers are the catalog's) with the member checksum on and off, best of
     rounds; and the check's share of the loader's time estimated from its CPU time per sample."""
     loaders = {}
     for check in (True, False):
         loader = build_loader(StreamConfig(shards=[str(shards)], global_batch_size=batch), collate, tok, seed=0)
         for r in loader.catalog.readers.values():
-            r._check_crc = check
+            if not check:
+                r._checksum = None
         next(loader)  # warm-up: index loads, first opens
         loaders[check] = loader
     runs: dict[bool, list[float]] = {True: [], False: []}
@@ -158,10 +159,10 @@ def loader_rates(
         loader.close()
     on, off = max(runs[True]), max(runs[False])
     return {
-        "crc32_samples_per_s": round(on, 1),
+        "checksum_samples_per_s": round(on, 1),
         "unchecked_samples_per_s": round(off, 1),
-        "crc32_vs_unchecked": round(on / off, 4),
-        "crc32_share_estimated_from_cpu_time": round(crc_us * 1e-6 * off, 4),
+        "checksum_vs_unchecked": round(on / off, 4),
+        "checksum_share_estimated_from_cpu_time": round(crc_us * 1e-6 * off, 4),
     }
 
 
@@ -193,7 +194,7 @@ def main() -> None:
             "json": hash_us_per_sample(plain, json_order, ("json",)),
             "pretokenized": hash_us_per_sample(stored, tok_order, TOKEN_MEMBERS),
         }
-        crc_us = {k: v["crc32"] for k, v in hash_us.items()}
+        crc_us = {k: v["xxh3"] for k, v in hash_us.items()}
 
         def record(r, s, i):
             return r.record(s, i)

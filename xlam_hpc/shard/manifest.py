@@ -18,12 +18,13 @@ import msgspec
 
 from xlam_hpc.errors import ShardError
 from xlam_hpc.files import fsync_dir
+from xlam_hpc.shard.checksum import CHECKSUMS, DEFAULT_CHECKSUM
 
 __all__ = ["MANIFEST_NAME", "MANIFEST_VERSION", "MEMBER_CHECKSUM", "Manifest", "ShardInfo", "load_manifest"]
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
-MEMBER_CHECKSUM = "crc32"
+MEMBER_CHECKSUM = DEFAULT_CHECKSUM
 """What `xlam-hpc shard` writes into the member index next to each member's (offset, size)."""
 
 
@@ -41,7 +42,7 @@ class ShardInfo:
     """Source-local index of the shard's first sample (samples are numbered per source)."""
     index_path: str
     """The member index: an .npy int64 array [num_samples, Manifest.index_stride * len(members)], per member
-    (offset, size, crc32) or, in shard directories written before the checksum, (offset, size)."""
+    (offset, size, checksum) or, in shard directories written before the checksum, (offset, size)."""
     index_sha256: str
 
 
@@ -57,7 +58,8 @@ class Manifest:
     members: list[str] = field(default_factory=lambda: ["json"])
     """Tar member extensions of every sample, in index column order."""
     member_checksum: str = ""
-    """'crc32': the index holds each member's zlib.crc32 and the reader checks every member it returns.
+    """'xxh3' (or 'crc32', earlier versions): the index holds each member's checksum (xlam_hpc.shard.checksum)
+    and the reader checks every member it returns.
     '' (shard directories written before the checksum existed): (offset, size) only, read unchecked. An
     optional field rather than a version bump, so those directories and their fingerprints stay valid."""
     tokenizer: dict[str, Any] | None = None
@@ -114,8 +116,8 @@ def load_manifest(directory: str | Path) -> Manifest:
         raise ShardError(f"{path}: invalid manifest ({exc})") from None
     if m.version != MANIFEST_VERSION:
         raise ShardError(f"{path}: manifest version {m.version}, this xlam-hpc reads version {MANIFEST_VERSION}")
-    if m.member_checksum not in ("", MEMBER_CHECKSUM):
-        raise ShardError(f"{path}: member checksum '{m.member_checksum}', this xlam-hpc knows '{MEMBER_CHECKSUM}'")
+    if m.member_checksum and m.member_checksum not in CHECKSUMS:
+        raise ShardError(f"{path}: member checksum '{m.member_checksum}', this xlam-hpc knows {sorted(CHECKSUMS)}")
     if m.fingerprint != m.compute_fingerprint():
         raise ShardError(f"{path}: fingerprint does not match the shard list (edited by hand?)")
     m.root = str(d.resolve())

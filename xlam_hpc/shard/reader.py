@@ -1,6 +1,6 @@
 """Random access to samples of a shard directory: (source, local index) → record, one pread per member.
 
-Every member returned is checked against the crc32 the writer put in the member index (shard
+Every member returned is checked against the checksum the writer put in the member index (shard
 directories written before that are read unchecked). Only `.json` (msgspec, typed) and raw numeric
 members are ever decoded; there is no pickle decoder on this path (webdataset's `.decode()` would
 register them for `.pyd`/`.pickle` members).
@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import resource
-import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 from xlam_hpc.errors import ShardError
 from xlam_hpc.files import sha256_file
 from xlam_hpc.schema import Preference, RecordInvalid, Trajectory, decode_record
+from xlam_hpc.shard.checksum import CHECKSUMS
 from xlam_hpc.shard.manifest import Manifest, ShardInfo, load_manifest
 
 __all__ = ["DEFAULT_INDEX_CACHE_BYTES", "ShardReader", "check_shards", "default_max_open_files"]
@@ -112,7 +112,8 @@ class ShardReader:
             view.num_samples += info.num_samples
         self._members = {ext: i for i, ext in enumerate(self.manifest.members)}
         self._stride = self.manifest.index_stride
-        self._check_crc = bool(self.manifest.member_checksum)  # False only in benchmarks and old directories
+        # None only in benchmarks and in directories written before member checksums
+        self._checksum = CHECKSUMS[self.manifest.member_checksum] if self.manifest.member_checksum else None
         self._index: OrderedDict[str, np.ndarray] = OrderedDict()
         self._index_bytes = 0
         self._fds: OrderedDict[str, int] = OrderedDict()
@@ -224,11 +225,12 @@ class ShardReader:
             raise ShardError(f"{self.root / info.path}: sample {row} ends past the end of the file (truncated shard)")
         view = memoryview(data)
         parts = [bytes(view[o - start : o - start + n]) if len(spans) > 1 else data for o, n in spans]
-        if self._check_crc and list(map(zlib.crc32, parts)) != [entry[k * c + 2] for c in cols]:
-            bad = next(m for m, c, p in zip(members, cols, parts, strict=True) if zlib.crc32(p) != entry[k * c + 2])
+        check = self._checksum
+        if check is not None and list(map(check, parts)) != [entry[k * c + 2] for c in cols]:
+            bad = next(m for m, c, p in zip(members, cols, parts, strict=True) if check(p) != entry[k * c + 2])
             raise ShardError(
-                f"{self.root / info.path}: sample {row} ({source}:{index}) member .{bad} fails its crc32 check "
-                "(corrupted in place?)"
+                f"{self.root / info.path}: sample {row} ({source}:{index}) member .{bad} fails its "
+                f"{self.manifest.member_checksum} check (corrupted in place?)"
             )
         return parts
 

@@ -6,10 +6,10 @@ PAX header per member). Everything goes to a
 temporary folder inside the output directory and is moved into place at the end; the manifest is
 written last, so a killed run leaves no manifest pointing at partial shards.
 
-Member index: each sample's (offset, size, crc32) per member is recorded while it is written (the
+Member index: each sample's (offset, size, checksum) per member is recorded while it is written (the
 offset is checked against the tar stream's own; a miss falls back to one scan of the tar) and saved
 next to the shard as `<shard>.idx.npy`. The loader then reads any sample with one pread, never scans
-tar headers at start-up, and checks each member's crc32 (a shard corrupted in place is named, not
+tar headers at start-up, and checks each member's checksum (a shard corrupted in place is named, not
 streamed).
 """
 
@@ -22,7 +22,6 @@ import re
 import shutil
 import tarfile
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from xlam_hpc.schema import (
     decode_record,
     encode_record,
 )
+from xlam_hpc.shard.checksum import CHECKSUMS
 from xlam_hpc.shard.manifest import MANIFEST_NAME, MEMBER_CHECKSUM, Manifest, ShardInfo, load_manifest
 
 __all__ = ["ExtraMembers", "ShardConfig", "ShardSummary", "write_shards"]
@@ -52,7 +52,8 @@ ExtraMembers = Callable[[Trajectory | Preference], dict[str, bytes]]
 """Adds members to each sample (e.g. pre-tokenized ids); must return the same extensions every time."""
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-_STRIDE = 3  # index columns per member: offset, size, crc32
+_STRIDE = 3  # index columns per member: offset, size, checksum
+_CHECKSUM = CHECKSUMS[MEMBER_CHECKSUM]
 
 
 @dataclass(kw_only=True)
@@ -137,7 +138,7 @@ class _SourceShards:
         pos, row = tar.offset, [-1] * (_STRIDE * len(self.members))
         for ext in sorted(sample):
             size, c = len(sample[ext]), _STRIDE * self._col[ext]
-            row[c : c + _STRIDE] = pos + tarfile.BLOCKSIZE, size, zlib.crc32(sample[ext])
+            row[c : c + _STRIDE] = pos + tarfile.BLOCKSIZE, size, _CHECKSUM(sample[ext])
             pos += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         self._writer.write({"__key__": f"{self.count:09d}", **sample})
         if tar.offset != pos:  # the prediction is checked for every sample; rescan if it ever misses
@@ -176,7 +177,7 @@ class _SourceShards:
 
 
 def build_member_index(path: Path, members: list[str], expected: int) -> np.ndarray:
-    """[num_samples, 3*len(members)] int64 (offset, size, crc32) of each member's data, from one scan."""
+    """[num_samples, 3*len(members)] int64 (offset, size, checksum) of each member's data, from one scan."""
     col = {ext: i for i, ext in enumerate(members)}
     index = np.full((expected, _STRIDE * len(members)), -1, dtype=np.int64)
     row, key = -1, None
@@ -189,7 +190,7 @@ def build_member_index(path: Path, members: list[str], expected: int) -> np.ndar
                 break
             data = tar.extractfile(info).read()  # type: ignore[union-attr]  # members are regular files
             c = _STRIDE * col[ext]
-            index[row, c : c + _STRIDE] = info.offset_data, info.size, zlib.crc32(data)
+            index[row, c : c + _STRIDE] = info.offset_data, info.size, _CHECKSUM(data)
     if row + 1 != expected or (index < 0).any():
         raise DataError(f"{path}: wrote {expected} samples but found {row + 1} complete ones (disk full?)")
     return index

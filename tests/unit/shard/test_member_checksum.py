@@ -1,4 +1,4 @@
-"""Per-member crc32 in the member index: corruption in place that still parses is named, not streamed."""
+"""Per-member checksum (xxh3) in the member index: corruption in place that still parses is named, not streamed."""
 
 from __future__ import annotations
 
@@ -41,14 +41,14 @@ def _patch(path, offset: int, old: bytes, new: bytes) -> None:
 
 def test_corruption_in_place_that_still_parses_is_named(tmp_path):
     out = _write(tmp_path)
-    assert load_manifest(out).member_checksum == "crc32"
+    assert load_manifest(out).member_checksum == "xxh3"
     shard = out / "alpha-000001.tar"
     offset, size, _ = np.load(out / "alpha-000001.idx.npy")[1, :3].tolist()  # alpha:9, row 1 of the 2nd shard
     _patch(shard, offset, b'"alpha-9-0"', b'"alphb-9-0"')  # a letter inside a string value
     with ShardReader(out) as r:
         corrupted = shard.read_bytes()[offset : offset + size]
         assert decode_record(corrupted).conversation[1].tool_calls[0].arguments == {"q": "alphb-9-0"}  # still valid
-        expected = f"{shard}: sample 1 (alpha:9) member .json fails its crc32 check (corrupted in place?)"
+        expected = f"{shard}: sample 1 (alpha:9) member .json fails its xxh3 check (corrupted in place?)"
         with pytest.raises(ShardError, match=re.escape(expected)):
             r.record("alpha", 9)
         with pytest.raises(ShardError, match=re.escape(expected)):
@@ -69,7 +69,7 @@ def test_every_returned_member_is_checked(tmp_path):
     (out / "beta-000000.tar").write_bytes(bytes(data))
     with ShardReader(out) as r:
         assert decode_record(r.read_members("beta", 2, ("json", "tok.len"))[0]).unique_trajectory_id == "beta-2"
-        with pytest.raises(ShardError, match=r"sample 2 \(beta:2\) member \.tok\.ids fails its crc32"):
+        with pytest.raises(ShardError, match=r"sample 2 \(beta:2\) member \.tok\.ids fails its xxh3"):
             r.read_members("beta", 2, ("json", "tok.ids", "tok.len"))
         ids = np.frombuffer(r.read_member("beta", 1, "tok.ids"), dtype=np.int32)
         assert len(ids) == len("beta-1")
@@ -128,3 +128,19 @@ def test_index_shape_must_match_the_manifest(tmp_path):
     m.write(out)
     with pytest.raises(ShardError, match="member checksum 'md5'"):
         load_manifest(out)
+
+
+def test_directories_written_with_crc32_are_still_checked(tmp_path, monkeypatch):
+    import zlib
+
+    monkeypatch.setattr(writer_module, "_CHECKSUM", zlib.crc32)  # what the first version wrote
+    monkeypatch.setattr(writer_module, "MEMBER_CHECKSUM", "crc32")
+    out = _write(tmp_path)
+    assert load_manifest(out).member_checksum == "crc32"
+    shard = out / "alpha-000001.tar"
+    offset = int(np.load(out / "alpha-000001.idx.npy")[1, 0])
+    _patch(shard, offset, b'"alpha-9-0"', b'"alphb-9-0"')
+    with ShardReader(out) as r:
+        with pytest.raises(ShardError, match=r"sample 1 \(alpha:9\) member \.json fails its crc32 check"):
+            r.record("alpha", 9)
+        assert r.record("alpha", 8).unique_trajectory_id == "alpha-8"

@@ -37,7 +37,7 @@ def _touch_shards(r: ShardReader, shards) -> None:
 
 
 def test_index_cache_is_bounded_by_bytes(many):
-    one = np.load(many / "alpha-000000.idx.npy").nbytes  # 2 samples x (offset, size, crc32) x int64 = 48
+    one = np.load(many / "alpha-000000.idx.npy").nbytes  # 2 samples x (offset, size, checksum) x int64 = 48
     with ShardReader(many, index_cache_bytes=4 * one) as r:
         _touch_shards(r, range(SHARDS))
         assert len(r._index) == 4 and r._index_bytes == sum(i.nbytes for i in r._index.values()) == 4 * one
