@@ -20,7 +20,6 @@ this process (time.process_time: the 2-core VMs are shared, and wall-clock A/B r
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
@@ -36,9 +35,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.corpus import sft_corpus  # noqa: E402
 from xlam_hpc.collate import CollateConfig, load_tokenizer  # noqa: E402
 from xlam_hpc.collate.pretokenize import write_tokenized_shards  # noqa: E402
-from xlam_hpc.convert import ConvertConfig, convert_files  # noqa: E402
 from xlam_hpc.errors import ShardError  # noqa: E402
 from xlam_hpc.files import sha256_file  # noqa: E402
 from xlam_hpc.shard import ShardConfig, ShardInfo, ShardReader, write_shards  # noqa: E402
@@ -46,21 +45,6 @@ from xlam_hpc.shard.checksum import CHECKSUMS  # noqa: E402
 from xlam_hpc.stream import StreamConfig, build_loader  # noqa: E402
 
 TOKEN_MEMBERS = ("tok.ids", "tok.mask", "tok.len")
-
-
-def build_corpus(work: Path, records: int) -> Path:
-    inputs = [p for p in glob.glob(str(ROOT / "tests/data/**/*.json*"), recursive=True) if "README" not in p]
-    converted = work / "converted.jsonl"
-    convert_files(ConvertConfig(inputs=inputs, output=str(converted), progress=False), log=lambda m: None)
-    rows = [json.loads(x) for x in converted.read_text().splitlines()]
-    rows = [r for r in rows if "chosen" not in r]
-    corpus = work / "corpus.jsonl"
-    with corpus.open("w") as f:
-        for k in range(records):
-            r = dict(rows[k % len(rows)])
-            r["unique_trajectory_id"] = f"{r['unique_trajectory_id']}~{k}"
-            f.write(json.dumps(r) + "\n")
-    return corpus
 
 
 class Sha256OnFirstOpen(ShardReader):
@@ -181,7 +165,7 @@ def main() -> None:
     collate = CollateConfig(seq_length=args.seq_length, chat_template="builtin")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        corpus = build_corpus(work, args.records)
+        corpus = sft_corpus(work, args.records)
         plain, stored = work / "plain", work / "stored"
         write_shards(ShardConfig(inputs=[str(corpus)], output_dir=str(plain), samples_per_shard=256, progress=False))
         write_tokenized_shards(

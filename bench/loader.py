@@ -50,26 +50,11 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+from bench.corpus import sft_corpus  # noqa: E402
 from xlam_hpc.collate import CollateConfig, load_tokenizer  # noqa: E402
 from xlam_hpc.collate.pretokenize import write_tokenized_shards  # noqa: E402
-from xlam_hpc.convert import ConvertConfig, convert_files  # noqa: E402
 from xlam_hpc.shard import ShardConfig, write_shards  # noqa: E402
 from xlam_hpc.stream import StreamConfig, build_loader  # noqa: E402
-
-
-def build_corpus(work: Path, records: int) -> Path:
-    inputs = [p for p in glob.glob(str(ROOT / "tests/data/**/*.json*"), recursive=True) if "README" not in p]
-    converted = work / "converted.jsonl"
-    convert_files(ConvertConfig(inputs=inputs, output=str(converted), progress=False), log=lambda m: None)
-    rows = [json.loads(x) for x in converted.read_text().splitlines()]
-    rows = [r for r in rows if "chosen" not in r]
-    corpus = work / "corpus.jsonl"
-    with corpus.open("w") as f:
-        for k in range(records):
-            r = dict(rows[k % len(rows)])
-            r["unique_trajectory_id"] = f"{r['unique_trajectory_id']}~{k}"
-            f.write(json.dumps(r) + "\n")
-    return corpus
 
 
 def tokens_per_s(loader, steps: int) -> tuple[float, float]:
@@ -398,7 +383,7 @@ def main() -> None:
     tok = load_tokenizer("mistral-v3")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        corpus = build_corpus(work, args.records)
+        corpus = sft_corpus(work, args.records)
         collate = CollateConfig(seq_length=args.seq_length, chat_template="builtin")
         plain, stored = work / "plain", work / "stored"
         write_shards(ShardConfig(inputs=[str(corpus)], output_dir=str(plain), samples_per_shard=256, progress=False))

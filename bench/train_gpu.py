@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
 import platform
@@ -70,20 +69,10 @@ def peak_tflops(name: str) -> float | None:
 
 # -- data and recipe -------------------------------------------------------------------------------------------
 def build_shards(work: Path, records: int) -> Path:
-    from xlam_hpc.convert import ConvertConfig, convert_files
+    from bench.corpus import sft_corpus
     from xlam_hpc.shard import ShardConfig, write_shards
 
-    inputs = [p for p in glob.glob(str(ROOT / "tests/data/**/*.json*"), recursive=True) if "README" not in p]
-    converted = work / "converted.jsonl"
-    convert_files(ConvertConfig(inputs=inputs, output=str(converted), progress=False), log=lambda m: None)
-    rows = [json.loads(x) for x in converted.read_text().splitlines()]
-    rows = [r for r in rows if "chosen" not in r]  # SFT records only
-    corpus = work / "corpus.jsonl"
-    with corpus.open("w") as f:
-        for k in range(records):
-            r = dict(rows[k % len(rows)])
-            r["unique_trajectory_id"] = f"{r['unique_trajectory_id']}~{k}"
-            f.write(json.dumps(r) + "\n")
+    corpus = sft_corpus(work, records)
     write_shards(ShardConfig(inputs=[str(corpus)], output_dir=str(work / "sft"), samples_per_shard=256, progress=False))
     return work / "sft"
 
