@@ -145,7 +145,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         )
         for name, info in report["sources"].items():
             print(f"  {name}: {info['num_samples']} {info['kind']} samples in {info['num_shards']} shards")
-        print(f"integrity: {report['integrity']}")
+        print(f"integrity: {report['integrity']} (member checksum: {report['member_checksum']})")
         for problem in report["problems"]:
             print(f"  {problem}")
         from xlam_hpc.shard.inspect import tokenizer_lines

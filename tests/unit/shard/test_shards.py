@@ -106,7 +106,8 @@ def test_corruption_is_detected(tmp_path, corpus, capsys):
     report = inspect_dataset(out, samples=0)
     assert report["integrity"] == "FAILED" and report["problems"] == [f"{shard}: sha256 mismatch (corrupt or modified)"]
     assert main(["inspect", str(out), "--samples", "0"]) == 1
-    assert "sha256 mismatch" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "sha256 mismatch" in printed and "integrity: FAILED (member checksum: xxh3)" in printed
     with (
         ShardReader(out) as r,
         pytest.raises(ShardError, match=r"alpha-000001.tar: sample 0 \(alpha:4\) member .json fails its xxh3"),
