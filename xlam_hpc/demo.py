@@ -8,6 +8,7 @@ network, no GPU and no Slurm; the container smoke test runs it inside the image 
 from __future__ import annotations
 
 import json
+import shutil
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,9 @@ def run_demo(output_dir: str | Path, *, steps: int = 30, ranks: int = 1, log: An
     log(f"== train tiny-mistral for {steps} steps on {ranks} local rank(s) (submitit local executor, DeepSpeed ZeRO-2)")
     recipe_path = out / "recipe.yaml"
     save_yaml(demo_recipe(out, steps=steps, ranks=ranks), recipe_path)
+    if (out / "run").exists():  # the demo re-makes its data each time: its run starts over too
+        log(f"   removing the previous demo run {out / 'run'}")
+        shutil.rmtree(out / "run")
     recipe = load_recipe(recipe_path)
     jobs = submit_run(recipe, cluster="local", wait=True, log=lambda m: log("   " + m))
     run = Path(recipe.output_dir)
