@@ -222,10 +222,11 @@ def _old_files(out: Path) -> list[Path]:
     root = out.resolve()
     files = []
     for s in previous.shards:
-        stem = re.escape(_SAFE.sub("_", s.source))
-        for name, suffix in ((s.path, r"\.tar"), (s.index_path, r"\.idx\.npy")):
+        for name, suffix in ((s.path, ".tar"), (s.index_path, ".idx.npy")):
             p = out / name
-            if not re.fullmatch(rf"{stem}-[0-9]{{6}}{suffix}", name) or p.resolve().parent != root:
+            number = re.fullmatch(rf"[^/]*-([0-9]+){re.escape(suffix)}", name)
+            ours = number is not None and name == shard_stem(s.source, int(number[1])) + suffix
+            if not ours or p.resolve().parent != root:
                 raise ShardError(
                     f"{out / MANIFEST_NAME}: entry '{name}' (source '{s.source}') is not a shard file of this "
                     f"directory ('<source>-NNNNNN.tar' / '.idx.npy'); --overwrite deletes nothing, remove the "
