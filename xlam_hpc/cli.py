@@ -502,6 +502,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", type=int, default=1, help="local ranks (processes)")
     p.set_defaults(handler=_cmd_demo)
 
+    # each of these packages owns its subcommand (parser + handler): cli.py stays a table of contents
+    from xlam_hpc.evaluate.cli import add_eval_parser
+    from xlam_hpc.report.cli import add_report_parser
+    from xlam_hpc.synth.cli import add_synth_parser
+
+    add_synth_parser(sub)
+    add_eval_parser(sub)
+    add_report_parser(sub)
+
     p = sub.add_parser("formats", help="list the input formats of `convert`")
     p.set_defaults(handler=_cmd_formats)
 

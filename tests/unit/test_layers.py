@@ -9,7 +9,19 @@ from pathlib import Path
 import xlam_hpc
 
 ROOT = Path(xlam_hpc.__file__).parent
-ORDER = {"schema": 0, "runenv": 0, "convert": 1, "shard": 2, "stream": 3, "collate": 3, "train": 4, "launch": 5}
+ORDER = {
+    "schema": 0,
+    "runenv": 0,
+    "convert": 1,
+    "synth": 1,
+    "shard": 2,
+    "stream": 3,
+    "collate": 3,
+    "train": 4,
+    "evaluate": 5,
+    "launch": 5,
+    "report": 6,
+}
 """Layer of each subpackage; a module may import its own layer and earlier ones."""
 
 
