@@ -1,0 +1,122 @@
+"""What the report reads and computes: history dedup, events, summary numbers, mixture shares."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.unit.report.conftest import T0, history_rows, write_run
+from xlam_hpc.errors import DataError
+from xlam_hpc.report.load import load_run, read_history
+from xlam_hpc.report.summary import events, fmt, mixture, run_summary, source_eval_losses
+
+
+def test_history_keeps_the_last_line_per_kind_and_step(run_dir):
+    history, notes = read_history(run_dir / "history.jsonl")
+    assert notes == []
+    train = history["train"]
+    assert [r["step"] for r in train] == list(range(1, 9))
+    # steps 3 and 4 were written again by the resumed process: its values win
+    assert [r["restart"] for r in train] == [0, 0, 1, 1, 1, 1, 2, 2]
+    assert train[2]["loss"] == pytest.approx(2.2) and train[3]["tokens_per_s"] == 200.0
+    assert [r["step"] for r in history["start"]] == [0, 2, 6]
+    assert [(r["step"], r["signal"]) for r in history["stop"]] == [(4, "SIGTERM"), (6, "SIGUSR1")]
+
+
+def test_half_written_last_line_is_left_out_but_a_broken_line_before_it_is_an_error(tmp_path):
+    path = tmp_path / "history.jsonl"
+    good = json.dumps({"kind": "start", "step": 0, "restart": 0, "time": T0})
+    path.write_text(good + "\n" + '{"kind": "train", "st')
+    history, notes = read_history(path)
+    assert len(history["start"]) == 1 and history["train"] == []
+    assert notes == [f"{path}:2: incomplete last line left out"]
+    path.write_text(good + "\nnot json\n" + good + "\n")
+    with pytest.raises(DataError, match=f"{path}:2: not a history line"):
+        read_history(path)
+    path.write_text(json.dumps({"kind": "train", "step": "3"}) + "\n" + good + "\n")
+    with pytest.raises(DataError, match=r":1: not a history line \(step '3' is not an integer\)"):
+        read_history(path)
+
+
+def test_events_classify_stops_by_signal_and_mark_restarts(run_dir):
+    assert events(load_run(run_dir)) == [
+        (2, "restart", "restart 1 from step 2"),
+        (4, "preemption", "preemption (SIGTERM) at step 4"),
+        (6, "restart", "restart 2 from step 6"),
+        (6, "time limit", "time limit (SIGUSR1) at step 6"),
+    ]
+
+
+def test_summary_numbers_come_from_the_deduplicated_history(run_dir):
+    s = run_summary(load_run(run_dir))
+    assert s["state"] == "finished" and s["steps"] == 8
+    assert s["final_loss"] == pytest.approx(1.7)
+    assert s["eval_loss"] == pytest.approx(2.05)
+    assert s["tokens_per_s_mean"] == pytest.approx((100 + 200 * 5 + 300 * 2) / 8)
+    assert s["tokens"] == sum(1000 + k for k in range(1, 9))
+    assert (s["restarts"], s["preemptions"], s["time_limits"], s["other_stops"]) == (2, 1, 1, 0)
+    assert (s["ledger_timeouts"], s["ledger_preemptions"], s["ledger_failures"]) == (1, 1, 0)
+    assert s["wall_time_s"] == pytest.approx(320.0)
+    assert s["active_time_s"] == pytest.approx(45 + 65 + 20)  # each process: its first to its last record
+
+
+def test_final_loss_skips_a_step_without_loss_tokens(tmp_path):
+    rows = history_rows()
+    rows[-1]["loss"] = None
+    s = run_summary(load_run(write_run(tmp_path / "run", rows=rows)))
+    assert s["steps"] == 8 and s["final_loss"] == pytest.approx(2.5 - 0.7)
+
+
+def test_a_run_with_only_its_config_says_none(tmp_path):
+    run = load_run(write_run(tmp_path / "run", rows=[], finished=False, evals=False))
+    s = run_summary(run)
+    assert s["state"] == "not finished"
+    assert [s[k] for k in ("steps", "final_loss", "eval_loss", "tokens_per_s_mean", "wall_time_s")] == [None] * 5
+    assert events(run) == [] and source_eval_losses(run) == {} and run.evals == []
+
+
+def test_metrics_json_stands_in_when_there_is_no_history(tmp_path):
+    out = write_run(tmp_path / "run", rows=[], evals=False)
+    (out / "history.jsonl").unlink()
+    s = run_summary(load_run(out))
+    assert (s["steps"], s["final_loss"], s["tokens_per_s_mean"]) == (8, 1.7, 300.0)
+
+
+def test_requested_mixture_is_the_normalized_weights(run_dir):
+    notes: list[str] = []
+    assert mixture(load_run(run_dir), notes) == [("alpha", 0.75, 0.75), ("beta", 0.25, 0.25)]
+    assert notes == []
+
+
+def test_empty_weights_mean_proportional_to_the_manifests_source_sizes(tmp_path, shard_dir):
+    shards = [str(shard_dir / name) for name in ("alpha", "beta", "gamma")]
+    run = load_run(write_run(tmp_path / "run", shards=shards))
+    notes: list[str] = []
+    rows = mixture(run, notes)
+    assert [name for name, _, _ in rows] == ["alpha", "beta", "gamma"]
+    assert [r for _, r, _ in rows] == pytest.approx([37 / 51, 11 / 51, 3 / 51])
+    assert [z for _, _, z in rows[:2]] == pytest.approx([0.75, 0.25]) and rows[2][2] is None
+    assert notes == []
+
+
+def test_unreadable_shard_directories_leave_the_requested_mixture_unknown(tmp_path):
+    notes: list[str] = []
+    rows = mixture(load_run(write_run(tmp_path / "run")), notes)
+    assert rows == [("alpha", None, 0.75), ("beta", None, 0.25)]
+    assert len(notes) == 1 and "/nonexistent/shards" in notes[0]
+
+
+def test_per_source_validation_loss(run_dir):
+    assert source_eval_losses(load_run(run_dir)) == {"alpha": [(2, 2.9), (6, 2.0)], "beta": [(2, 3.1), (6, 2.2)]}
+
+
+def test_fmt_is_the_one_number_format():
+    assert [fmt(None), fmt(3), fmt(1.23456), fmt(225.0, 1), fmt(float("nan")), fmt(True)] == [
+        "none",
+        "3",
+        "1.2346",
+        "225.0",
+        "nan",
+        "yes",
+    ]
