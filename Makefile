@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # DeepSpeed compiles a small op on first use; keep it across runs.
 export TORCH_EXTENSIONS_DIR ?= $(CURDIR)/.cache/torch_extensions
 
-.PHONY: help install demo test test-fast lint format schema bench lock cluster-up cluster-down image clean
+.PHONY: help install bfcl-data demo test test-fast lint format schema bench lock cluster-up cluster-down image clean
 
 help:
 	@echo "make demo        run convert → shard → train on the bundled samples (local executor)"
@@ -41,17 +41,26 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(CONSTRAINTS)
 
 install: $(VENV)/.installed
 
+# BFCL benchmark data (the bfcl-eval wheel at its constraints.txt pin; read as a zip, never installed)
+BFCL_VERSION := $(shell sed -n 's/^bfcl-eval==//p' $(CONSTRAINTS))
+BFCL_WHEEL := .cache/bfcl/bfcl_eval-$(BFCL_VERSION)-py3-none-any.whl
+
+bfcl-data: $(BFCL_WHEEL)
+
+$(BFCL_WHEEL): | $(BIN)/python
+	$(PIP) download -q --no-deps -d $(@D) bfcl-eval==$(BFCL_VERSION)
+
 demo: install
 	$(BIN)/xlam-hpc demo --output-dir $(DEMO_DIR)
 
-test: install
+test: install bfcl-data
 	.ci/test-services.sh up
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; set -e; \
 	.ci/test-services.sh down; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose" >&2; exit 1; fi; \
 	exit $$rc
 
-test-fast: install
+test-fast: install bfcl-data
 	$(BIN)/python -m pytest -m "not slow and not slurm and not container" $(PYTEST_ARGS)
 
 lint: install
