@@ -1,7 +1,7 @@
 """Read what a run directory holds into one RunData: history, config, metrics, ledger, eval results.
 
 Every piece is optional (a run still going has no metrics.json, most runs have no eval): a missing piece
-is None or empty, never an error. Only input that is present but broken raises a DataError naming it.
+is None or empty, never an error. A JSON/YAML file that is present but broken raises a DataError naming it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ KINDS = ("start", "train", "eval", "stop")
 class RunData:
     path: Path
     history: dict[str, list[dict[str, Any]]]
-    """kind → lines sorted by step, one per (kind, step): the last one written."""
+    """kind → lines: "train"/"eval" sorted by step, one per step; "start"/"stop" in file order (read_history)."""
     config: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     ledger: dict[str, Any] | None = None
@@ -43,7 +43,7 @@ class RunData:
     """(file name, results.json content) of OUTPUT_DIR/eval/*.json, sorted by name."""
     finished: bool = False
     skipped: list[str] = field(default_factory=list)
-    """Files read past (not eval results, unreadable eval files, a half-written last history line)."""
+    """What was read past: files that are not eval results, unreadable eval files, torn history lines."""
 
 
 @dataclass
@@ -72,10 +72,13 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_history(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """history.jsonl → (kind → lines sorted by step, notes). The last line per (kind, step) wins: a resume
-    from an earlier checkpoint rewrites the later steps. A half-written last line (the run is still writing)
-    is left out with a note; a broken line before it is a DataError naming file and line."""
+    """history.jsonl → (kind → lines, notes), as the run stands now (the trainer's own reading rule):
+    a "start" line at step S (a resume from checkpoint S) drops the "train"/"eval" lines of steps after S
+    written before it (those steps were redone), and the last line per (kind, step) wins; "start" and
+    "stop" lines are all kept, in file order. Unreadable lines are left out with a note naming file and
+    line: a process killed mid-write leaves a torn line, which the next process then continues."""
     kept: dict[tuple[str, int], dict[str, Any]] = {}
+    events: dict[str, list[dict[str, Any]]] = {"start": [], "stop": []}
     notes: list[str] = []
     if not path.is_file():
         return {k: [] for k in KINDS}, notes
@@ -85,16 +88,20 @@ def read_history(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]
             continue
         try:
             row = json.loads(text)
-            kind, step = row["kind"], row["step"]
+            kind, step = str(row["kind"]), row["step"]
             if not isinstance(step, int) or isinstance(step, bool):
                 raise TypeError(f"step {step!r} is not an integer")
         except (ValueError, KeyError, TypeError) as exc:
-            if number == len(lines):
-                notes.append(f"{path}:{number}: incomplete last line left out")
-                continue
-            raise DataError(f"{path}:{number}: not a history line ({exc})") from None
-        kept[(str(kind), step)] = row
-    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+            notes.append(f"{path}:{number}: not a history line, left out ({exc})")
+            continue
+        if kind == "start":
+            for key in [k for k in kept if k[1] > step]:
+                del kept[key]
+        if kind in events:
+            events[kind].append(row)
+        else:
+            kept[(kind, step)] = row
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS} | events
     for (kind, _step), row in sorted(kept.items(), key=lambda kv: kv[0][1]):
         out.setdefault(kind, []).append(row)
     return out, notes

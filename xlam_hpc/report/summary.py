@@ -71,10 +71,12 @@ def events(run: RunData) -> list[Event]:
         else:
             kind = "stop"
         out.append((row["step"], kind, f"{kind} ({sig}) at step {row['step']}"))
-    for row in run.history["start"]:
+    for i, row in enumerate(run.history["start"]):
+        # restart counts Slurm/launcher requeues; a second start by hand still has restart 0
         restart = row.get("restart") or 0
-        if restart > 0:
-            out.append((row["step"], "restart", f"restart {restart} from step {row['step']}"))
+        if restart > 0 or i > 0:
+            what = f"restart {restart}" if restart > 0 else "started again"
+            out.append((row["step"], "restart", f"{what} from step {row['step']}"))
     return sorted(out)
 
 

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tests.unit.report.conftest import T0, history_rows, write_run
-from xlam_hpc.errors import DataError
 from xlam_hpc.report.load import load_run, read_history
 from xlam_hpc.report.summary import events, fmt, mixture, run_summary, source_eval_losses
 
@@ -24,19 +23,29 @@ def test_history_keeps_the_last_line_per_kind_and_step(run_dir):
     assert [(r["step"], r["signal"]) for r in history["stop"]] == [(4, "SIGTERM"), (6, "SIGUSR1")]
 
 
-def test_half_written_last_line_is_left_out_but_a_broken_line_before_it_is_an_error(tmp_path):
+def test_a_resume_drops_the_steps_after_its_checkpoint_even_when_not_redone_yet(tmp_path):
+    rows = history_rows()[:7]  # first process to step 4 (+ eval at 2, SIGTERM stop at 4)
+    rows.append({"kind": "start", "step": 2, "restart": 0, "time": T0 + 100})  # resumed by hand from 2
+    rows.append(history_rows()[8])  # the resumed process has redone step 3 so far
+    out = write_run(tmp_path / "run", rows=rows, finished=False)
+    history, _ = read_history(out / "history.jsonl")
+    assert [(r["step"], r["restart"]) for r in history["train"]] == [(1, 0), (2, 0), (3, 1)]
+    assert [r["step"] for r in history["eval"]] == [2]
+    assert [r["step"] for r in history["start"]] == [0, 2] and len(history["stop"]) == 1
+    assert events(load_run(out))[0] == (2, "restart", "started again from step 2")
+
+
+def test_torn_lines_are_left_out_with_a_note(tmp_path):
+    """A process killed mid-write leaves a torn line; the next process appends to it."""
     path = tmp_path / "history.jsonl"
-    good = json.dumps({"kind": "start", "step": 0, "restart": 0, "time": T0})
-    path.write_text(good + "\n" + '{"kind": "train", "st')
+    start = json.dumps({"kind": "start", "step": 0, "restart": 0, "time": T0})
+    again = json.dumps({"kind": "start", "step": 0, "restart": 1, "time": T0 + 9})
+    bad_step = json.dumps({"kind": "train", "step": "3"})
+    path.write_text(f"{start}\n" + '{"kind": "train", "st' + f"{again}\n{bad_step}\n" + '{"kind": "tr')
     history, notes = read_history(path)
-    assert len(history["start"]) == 1 and history["train"] == []
-    assert notes == [f"{path}:2: incomplete last line left out"]
-    path.write_text(good + "\nnot json\n" + good + "\n")
-    with pytest.raises(DataError, match=f"{path}:2: not a history line"):
-        read_history(path)
-    path.write_text(json.dumps({"kind": "train", "step": "3"}) + "\n" + good + "\n")
-    with pytest.raises(DataError, match=r":1: not a history line \(step '3' is not an integer\)"):
-        read_history(path)
+    assert [r["restart"] for r in history["start"]] == [0] and history["train"] == []
+    assert [n.split(" (")[0] for n in notes] == [f"{path}:{i}: not a history line, left out" for i in (2, 3, 4)]
+    assert "step '3' is not an integer" in notes[1]
 
 
 def test_events_classify_stops_by_signal_and_mark_restarts(run_dir):
