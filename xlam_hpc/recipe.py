@@ -66,6 +66,11 @@ class Recipe:
     def __post_init__(self) -> None:
         self.tokenizer = resolve_tokenizer(self.tokenizer, self.model.name_or_path)
         check_attention(self.model.attn_implementation, packing=self.collate.packing)
+        if self.data.eval is not None and self.task == "dpo" and self.train.dpo.reference == "precomputed":
+            raise ConfigError(
+                "data.eval with train.dpo.reference 'precomputed': reference log-probs are precomputed for the "
+                "training stream only; use reference 'model' (or LoRA) to validate a DPO run"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -107,6 +112,10 @@ class Recipe:
         data["model"].pop("attn_implementation", None)  # a kernel choice; isolation holds on all of them
         for key in ("num_workers", "prefetch_factor", "index_cache_mb", "max_open_files"):
             data["data"].pop(key, None)
+        data["train"].pop("eval_interval", None)
+        split = data["data"].pop("eval", None) or {}
+        if split.get("fraction"):  # only the split changes what is trained: validation can be added later
+            data["data"]["eval"] = {"fraction": split["fraction"], "seed": split["seed"]}
         return fingerprint(data)
 
 

@@ -13,15 +13,22 @@ import signal
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.integration.conftest import write_recipe
 from xlam_hpc.testing.runs import effective_trace, final_weights, rank_pids, send, torchrun_train, wait_for_step
 from xlam_hpc.train.checkpoint import verify_checkpoint
+from xlam_hpc.train.history import read_history
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CASES = {
-    "sft-zero2": {"task": "sft", "train": {"deepspeed": "zero2"}},
+    # with validation: the held-out split and the validation losses must not change across resumes either
+    "sft-zero2": {
+        "task": "sft",
+        "train": {"deepspeed": "zero2", "eval_interval": 3},
+        "eval": {"fraction": 0.25, "seed": 1, "max_samples": 16},
+    },
     "dpo-zero2": {"task": "dpo", "train": {"deepspeed": "zero2", "dpo": {"beta": 0.2}}},
     "lora-sft-zero3": {"task": "sft", "train": {"deepspeed": "zero3", "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}},
     # LoRA DPO: the reference is the base model with adapters disabled (same module, eval mode)
@@ -47,7 +54,9 @@ def _interrupt(recipe, out, tmp_path, at_step, rank, sig):
 @pytest.mark.parametrize("case", list(CASES))
 def test_interrupted_resumed_run_equals_uninterrupted(case, train_data, tmp_path):
     spec = CASES[case]
-    recipe = write_recipe(tmp_path / "recipe.yaml", train_data[spec["task"]], task=spec["task"], train=spec["train"])
+    shards = train_data[spec["task"]]
+    data = {"shards": [str(shards)], "global_batch_size": 4, "eval": spec.get("eval")}
+    recipe = write_recipe(tmp_path / "recipe.yaml", shards, task=spec["task"], train=spec["train"], data=data)
     full, cut = tmp_path / "full", tmp_path / "cut"
     _run(recipe, full, tmp_path)
     _interrupt(recipe, cut, tmp_path, at_step=3, rank=1, sig=signal.SIGTERM)
@@ -65,6 +74,19 @@ def test_interrupted_resumed_run_equals_uninterrupted(case, train_data, tmp_path
     wa, wb = final_weights(full), final_weights(cut)
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     assert json.loads((cut / "FINISHED").read_text())["step"] == 8
+    # the run's history as it stands: every step once, the same losses (and validation losses)
+    ha, hb = read_history(full), read_history(cut)
+    for kind in ("train", "eval"):
+        la, lb = ([(r["step"], r["loss"]) for r in h if r["kind"] == kind] for h in (ha, hb))
+        assert la == lb, kind
+    assert [r["step"] for r in ha if r["kind"] == "train"] == list(range(1, 9))
+    assert [r["step"] for r in hb if r["kind"] == "eval"] == ([3, 6, 8] if "eval" in spec else [])
+    events = [(r["kind"], r.get("signal")) for r in hb if r["kind"] in ("start", "stop")]
+    assert events == [("start", None), ("stop", "SIGTERM"), ("start", None), ("stop", "SIGUSR1"), ("start", None)]
+    # TensorBoard keeps each step once, the resumed steps included
+    acc = EventAccumulator(str(cut / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, 9))
     # it really trained: the global mean loss (mean of the ranks' shares) went down
     mean = [(a[0][s]["loss"] + a[1][s]["loss"]) / 2 for s in range(1, 9)]
     assert sum(mean[-3:]) / 3 < sum(mean[:2]) / 2

@@ -5,7 +5,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["StreamConfig"]
+__all__ = ["EvalSplitConfig", "StreamConfig"]
+
+
+@dataclass(kw_only=True)
+class EvalSplitConfig:
+    """Recipe section `data.eval:`: validation data, never part of the training stream."""
+
+    shards: list[str] = field(default_factory=list)
+    """Held-out shard directories: validation samples from each of their sources."""
+    fraction: float = 0.0
+    """Split this fraction of every training source off by trajectory id (a hash of the id and `seed`):
+    those trajectories are skipped by the training stream (counted as `held_out`) and validated on."""
+    seed: int = 0
+    """Seed of the split; separate from the run's seed, so seed replicates validate on the same trajectories."""
+    max_samples: int = 256
+    """Validation samples per source (the first ones by shard index)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ValueError(f"data.eval.fraction must be in [0, 1), got {self.fraction}")
+        if not self.shards and self.fraction == 0.0:
+            raise ValueError("data.eval needs held-out `shards` or a `fraction` of the training sources")
+        if self.max_samples < 1:
+            raise ValueError(f"data.eval.max_samples must be >= 1, got {self.max_samples}")
 
 
 @dataclass(kw_only=True)
@@ -36,6 +59,8 @@ class StreamConfig:
     balance "tokens" every rank reads the index of every shard a step draws from."""
     max_open_files: int | None = None
     """Shard files kept open per shard directory; None = min(1024, half the soft RLIMIT_NOFILE)."""
+    eval: EvalSplitConfig | None = None
+    """Validation data (train.eval_interval says how often); None = no validation."""
     samples_per_epoch: int = 0
     """Nominal epoch length for reporting and per-epoch worker seeds; 0 = total samples of the used sources."""
 

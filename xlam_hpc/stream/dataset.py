@@ -16,6 +16,7 @@ from xlam_hpc.collate import CollateConfig, SampleEncoder, collate_dpo, collate_
 from xlam_hpc.collate.pretokenize import decode_token_members
 from xlam_hpc.stream.catalog import Catalog, GlobalOrder
 from xlam_hpc.stream.cost import CostModel
+from xlam_hpc.stream.holdout import HoldOut
 from xlam_hpc.stream.partition import balance_by_cost, rank_positions, step_positions, steps_of_worker
 
 __all__ = ["StepDataset"]
@@ -39,6 +40,7 @@ class StepDataset(IterableDataset):
         start_position: int,
         stored_tokens: frozenset[str] = frozenset(),
         cost: CostModel | None = None,
+        holdout: HoldOut | None = None,
     ) -> None:
         super().__init__()
         self.order, self.catalog, self.encoder, self.collate = order, catalog, encoder, collate
@@ -49,6 +51,8 @@ class StepDataset(IterableDataset):
         """Sources whose shards hold tokens encoded with this run's render fingerprint."""
         self.cost = cost
         """Balance each step's samples over the ranks by these estimated tokens; None = contiguous slices."""
+        self.holdout = holdout
+        """The validation split: its trajectories are skipped here (counted as `held_out`)."""
         self.next_step = 0
 
     # torchdata Stateful protocol (called inside each worker)
@@ -68,14 +72,22 @@ class StepDataset(IterableDataset):
 
     def _samples(self, ids: list[tuple[str, int]]) -> list[Any]:
         stored, fresh = {}, []
+        split = self.holdout
         for source, index in ids:
             sid = f"{source}:{index}"
             reader = self.catalog.readers[source]
             if source in self.stored_tokens:
+                if split is not None and split.excludes(split.trajectory_id(reader, source, index)):
+                    self.encoder.stats["held_out"] += 1
+                    continue
                 raw = reader.read_members(source, index, ("tok.ids", "tok.mask", "tok.len"))
                 stored[sid] = decode_token_members(sid, *raw, task=self.task)
             else:
-                fresh.append((sid, reader.record(source, index)))
+                record = reader.record(source, index)
+                if split is not None and split.excludes(record.unique_trajectory_id):
+                    self.encoder.stats["held_out"] += 1
+                    continue
+                fresh.append((sid, record))
         fresh = list(dict(fresh).items())  # a record drawn twice in one step is encoded once, emitted twice
         encoded = self.encoder.encode_sft(fresh) if self.task == "sft" else self.encoder.encode_dpo(fresh)
         wanted = {sid for sid, _ in fresh}

@@ -26,6 +26,7 @@ from xlam_hpc.stream.catalog import Catalog, GlobalOrder, open_catalog
 from xlam_hpc.stream.config import StreamConfig
 from xlam_hpc.stream.cost import CostModel, measure_ratios
 from xlam_hpc.stream.dataset import StepDataset
+from xlam_hpc.stream.holdout import HoldOut
 from xlam_hpc.stream.partition import per_rank_batch
 from xlam_hpc.stream.seeding import seed_worker, worker_generator
 
@@ -69,6 +70,8 @@ class XlamLoader:
         self.cfg, self.collate, self.catalog, self.order, self.encoder = cfg, collate, catalog, order, encoder
         self.task, self.pad_id, self.rank, self.world_size, self.seed = task, pad_id, rank, world_size, seed
         self.stored_tokens, self.cost = stored_tokens, cost
+        split = cfg.eval
+        self.holdout = HoldOut(split.fraction, split.seed) if split is not None and split.fraction > 0 else None
         self.per_rank = per_rank_batch(cfg.global_batch_size, world_size)
         self.position = 0
         """Global samples consumed by all ranks together (the state that matters)."""
@@ -94,6 +97,7 @@ class XlamLoader:
             start_position=start_position,
             stored_tokens=self.stored_tokens,
             cost=self.cost,
+            holdout=self.holdout,
         )
 
     def dataloader(self, start_position: int) -> StatefulDataLoader:
@@ -127,6 +131,12 @@ class XlamLoader:
         self.stats.update(batch["stats"])
         batch["epoch"] = batch["first_position"] // self.samples_per_epoch
         return batch
+
+    def samples_by_source(self) -> dict[str, int]:
+        """Samples drawn from each source by all ranks so far (the realized mixture; a pure function of the
+        position, so it is the same on every rank and after any resume)."""
+        counts = self.order.plan.drawn_until(self.position)
+        return {name: int(c) for name, c in zip(self.order.names, counts, strict=True)}
 
     def close(self) -> None:
         self._it = None  # drops the DataLoader iterator, which shuts its workers down

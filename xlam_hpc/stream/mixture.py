@@ -106,6 +106,14 @@ class MixturePlan:
         cycles, rest = divmod(block_idx, self.period)
         return cycles * self._prefix[self.period] + self._prefix[rest]
 
+    def drawn_until(self, position: int) -> np.ndarray:
+        """Per-source number of samples at global positions [0, position): the realized mixture so far."""
+        k, offset = divmod(position, self.block)
+        counts = self.drawn_before(k)
+        if offset:
+            counts = counts + np.bincount(self._lists(k)[0][:offset], minlength=len(self.names))
+        return counts
+
     def block_layout(self, block_idx: int) -> tuple[np.ndarray, np.ndarray]:
         """(source id, draw number) of every position of one block."""
         src, draw = self._lists(block_idx)

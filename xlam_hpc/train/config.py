@@ -83,6 +83,9 @@ class TrainConfig:
     save_interval: int = 50
     keep_last: int = 3
     log_interval: int = 1
+    eval_interval: int = 0
+    """Validation loss on data.eval every this many steps and at the last step; 0 = only at the last step
+    (when data.eval is set)."""
     trace_samples: bool = False
     """Write trace/rank<R>.jsonl: one line per optimizer step {step, rank, sample_ids, loss}."""
     grace_period_s: float = 60.0
@@ -96,5 +99,7 @@ class TrainConfig:
             raise ValueError("train.max_steps, train.save_interval and train.keep_last must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        if self.eval_interval < 0 or self.log_interval < 1:
+            raise ValueError("train.eval_interval must be >= 0 and train.log_interval >= 1")
         if self.micro_batch_tokens < 1 or self.loss_chunk_tokens < 1:
             raise ValueError("train.micro_batch_tokens and train.loss_chunk_tokens must be >= 1")

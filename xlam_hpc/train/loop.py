@@ -67,8 +67,11 @@ class _Run:
         self.out = Path(recipe.output_dir)
         self.dist = detect(port_base=recipe.launch.master_port_base)
         setup_logging(self.dist.rank)
-        self.history: list[tuple[int, float]] = []  # (step, global mean loss) at each log step
+        self.history: list[tuple[int, float]] = []  # (step, global mean loss) at each log step with loss tokens
+        self.eval_history: list[tuple[int, float]] = []  # (step, validation loss)
         self.rates: list[float] = []
+        self.empty_steps = 0  # steps without a single loss token (all samples dropped)
+        self.evaluator: Any = None
 
     # -- setup ------------------------------------------------------------------------------------
     def preflight(self) -> None:
@@ -332,6 +335,10 @@ def run_training(recipe: Recipe) -> int:
     if run.dist.rank == 0:
         _write_config(recipe, out)
     loader = run.loader()
+    if recipe.data.eval is not None:
+        from xlam_hpc.train.validation import Validator
+
+        run.evaluator = Validator(run, loader)
     step = run.resume(loader)
     # Model, optimizer and library objects live as long as the run: keep them out of every full garbage
     # collection (each walked ~200k objects, ~0.1 s, every few loader steps; bench/loader.py: +20% tokens/s).
@@ -345,6 +352,8 @@ def run_training(recipe: Recipe) -> int:
         code = train_steps(run, loader, step, stop)
     finally:
         loader.close()
+        if run.evaluator is not None:
+            run.evaluator.close()
         stop.uninstall()
     if code == 0 and run.dist.rank == 0:
         marker.write_text(json.dumps({"step": recipe.train.max_steps, "fingerprint": recipe.fingerprint()}) + "\n")

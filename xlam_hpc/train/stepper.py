@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from xlam_hpc.stream.probe import trace_record
@@ -17,16 +16,16 @@ __all__ = ["RENDER_OPTIONS", "export_final", "render_options", "save_tokenizer",
 log = logging.getLogger("xlam_hpc.train")
 
 
-def _tensorboard(out: Path, rank: int, step: int) -> Any:
-    if rank != 0:
-        return None
-    from torch.utils.tensorboard import SummaryWriter
-
-    return SummaryWriter(str(out / "tensorboard"), purge_step=step)  # purge: no duplicate points after a resume
+def _no_loss_tokens(metrics: dict[str, Any]) -> bool:
+    """The step trained nothing: all its samples (pairs) were dropped, e.g. every one longer than seq_length."""
+    count = metrics.get("loss_tokens", metrics.get("pairs"))
+    return count is not None and int(count) == 0
 
 
 def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     """Run from `step` to max_steps; returns 0, or REQUEUE_EXIT_CODE after a signal-triggered save."""
+    from xlam_hpc.logs import restart_count
+    from xlam_hpc.train.history import History
     from xlam_hpc.train.runtime import all_reduce
     from xlam_hpc.train.tasks import train_step
 
@@ -36,9 +35,10 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     if t.trace_samples:
         (run.out / "trace").mkdir(exist_ok=True)
         trace = (run.out / "trace" / f"rank{rank}.jsonl").open("a", encoding="utf-8")
-    tb = _tensorboard(run.out, rank, step)
+    history = History(run.out, enabled=rank == 0, step=step, restart=restart_count())
     run.engine.train()
-    window_tokens, window_start = 0, time.monotonic()
+    window = {"tokens": 0, "capacity": 0}
+    window_start = time.monotonic()
     try:
         while step < t.max_steps:
             batch = next(loader)
@@ -51,52 +51,75 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
                 reduce_max=lambda v: int(all_reduce(int(v), "max", device)),
             )
             step += 1
+            empty = _no_loss_tokens(metrics)
+            if empty:
+                run.empty_steps += 1
             if trace is not None:
-                trace.write(json.dumps(trace_record(step, batch, loss=local_loss)) + "\n")
+                trace.write(json.dumps(trace_record(step, batch, loss=None if empty else local_loss)) + "\n")
                 trace.flush()
-            window_tokens += batch["num_tokens"]
+            window["tokens"] += batch["num_tokens"]
+            window["capacity"] += int(batch["input_ids"].numel())
             if step % t.log_interval == 0 or step == t.max_steps:
-                mean_loss = all_reduce(local_loss, "sum", device) / world
-                run.history.append((step, mean_loss))
-                tokens = all_reduce(int(window_tokens), "sum", device)
+                mean_loss = None if empty else all_reduce(local_loss, "sum", device) / world
+                if mean_loss is not None:
+                    run.history.append((step, mean_loss))
+                tokens = all_reduce(int(window["tokens"]), "sum", device)
+                capacity = all_reduce(int(window["capacity"]), "sum", device)
                 rate = tokens / max(time.monotonic() - window_start, 1e-9)
                 run.rates.append(rate)
                 lr = run.engine.get_lr()[0]
+                grad_norm = run.engine.get_global_grad_norm()
                 if rank == 0:
                     log.info(
-                        "step %d/%d loss %.4f lr %.3g tokens/s %.0f pad %.3f %s",
+                        "step %d/%d loss %s lr %.3g tokens/s %.0f pad %.3f %s",
                         step,
                         t.max_steps,
-                        mean_loss,
+                        "n/a (no loss tokens: every sample dropped)" if mean_loss is None else f"{mean_loss:.4f}",
                         lr,
                         rate,
                         batch["pad_fraction"],
                         {**metrics, **loader.stats} or "",
                     )
-                    if tb is not None:
-                        tb.add_scalar("train/loss", mean_loss, step)
-                        tb.add_scalar("train/lr", lr, step)
-                        tb.add_scalar("train/tokens_per_s", rate, step)
-                window_tokens, window_start = 0, time.monotonic()
+                    history.train(
+                        step,
+                        {
+                            "loss": mean_loss,
+                            "lr": lr,
+                            "grad_norm": None if grad_norm is None else float(grad_norm),
+                            "tokens_per_s": rate,
+                            "tokens": tokens,
+                            "loss_tokens": int(metrics.get("loss_tokens", metrics.get("pairs", 0))),
+                            "non_pad_fraction": tokens / capacity if capacity else 0.0,
+                            "samples_by_source": loader.samples_by_source(),
+                        },
+                    )
+                window = {"tokens": 0, "capacity": 0}
+                window_start = time.monotonic()
+            if run.evaluator is not None and (step == t.max_steps or (t.eval_interval and step % t.eval_interval == 0)):
+                result = run.evaluator.run(run, step)
+                if result["loss"] is not None:
+                    run.eval_history.append((step, result["loss"]))
+                history.eval(step, result)
             halt = stop.should_stop(lambda v: all_reduce(int(v), "max", device))
             if halt or step % t.save_interval == 0 or step == t.max_steps:
                 seconds = run.save(step, loader)
                 if halt:
-                    _report_stop(run, stop, step, seconds)
+                    name = _report_stop(run, stop, step, seconds)
+                    history.stop(step, name)
                     return REQUEUE_EXIT_CODE
         export_final(run)
         if rank == 0:
-            _write_metrics(run, step)
+            _write_metrics(run, step, loader)
         return 0
     finally:
         if trace is not None:
             trace.close()
-        if tb is not None:
-            tb.close()
+        history.close()
 
 
-def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> None:
-    """Log the signal-to-checkpoint time on each signalled rank; rank 0 records why the job stopped."""
+def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> str:
+    """Log the signal-to-checkpoint time on each signalled rank; rank 0 records why the job stopped.
+    Returns the signal's name."""
     from xlam_hpc.runenv.stops import record_stop
 
     t = run.recipe.train
@@ -112,18 +135,34 @@ def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> None:
             t.grace_period_s,
             "; OVER BUDGET" if waited > t.grace_period_s else "",
         )
+    name = names[0] if names else "unknown"
     if run.dist.rank == 0:
-        record_stop(run.out, names[0] if names else "unknown", step)
+        record_stop(run.out, name, step)
+    return name
 
 
-def _write_metrics(run: Any, step: int) -> None:
-    """output_dir/metrics.json: what a sweep summary tabulates."""
+def _write_metrics(run: Any, step: int, loader: Any) -> None:
+    """output_dir/metrics.json: what a sweep summary tabulates. The final loss is the last step that had
+    loss tokens; steps that had none are counted (and warned about), never reported as loss 0."""
     last = [loss for _, loss in run.history[-10:]]
+    dropped = {k: v for k, v in loader.stats.items() if k.startswith("dropped")}
+    if run.empty_steps:
+        log.warning(
+            "%d step(s) had no loss tokens (every sample dropped: %s): they trained nothing; raise "
+            "collate.seq_length or filter the data",
+            run.empty_steps,
+            dropped,
+        )
     metrics = {
         "step": step,
         "final_loss": run.history[-1][1] if run.history else None,
+        "final_loss_step": run.history[-1][0] if run.history else None,
         "loss_last10_mean": sum(last) / len(last) if last else None,
+        "eval_loss": run.eval_history[-1][1] if run.eval_history else None,
         "tokens_per_s_mean": sum(run.rates) / len(run.rates) if run.rates else None,
+        "steps_without_loss_tokens": run.empty_steps,
+        "samples_dropped": dropped,
+        "samples_by_source": loader.samples_by_source(),
         "task": run.recipe.task,
         "fingerprint": run.recipe.fingerprint(),
     }

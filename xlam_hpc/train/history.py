@@ -1,0 +1,108 @@
+"""OUTPUT_DIR/history.jsonl: what happened during a run, one JSON object per line, written by rank 0.
+
+Kinds: "start" (a training process began at `step`; `restart` counts the job's restarts), "train" (a log
+step), "eval" (a validation pass), "stop" (a signal-triggered save). The file is append-only and survives
+resumes: a resume from checkpoint S redoes the steps after S, so readers drop the lines of those steps
+written before the resume — `read_history` does. TensorBoard gets the same scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["HISTORY", "History", "read_history"]
+
+HISTORY = "history.jsonl"
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+class History:
+    """Rank 0's writer of history.jsonl and the TensorBoard scalars (other ranks get a no-op instance)."""
+
+    def __init__(self, out: Path, *, enabled: bool, step: int, restart: int) -> None:
+        self.enabled, self.restart = enabled, restart
+        self._file = None
+        self._tb = None
+        if not enabled:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._file = (out / HISTORY).open("a", encoding="utf-8")
+        # purge_step drops TensorBoard points of steps *after* the checkpoint we resumed from (written
+        # before the stop, now redone); the resumed step's own point was logged before it was saved: keep it
+        self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
+        self._write({"kind": "start", "step": step, "restart": restart})
+        self._tb.add_scalar("run/restarts", restart, step)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._file is not None:
+            self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+            self._file.flush()
+
+    def train(self, step: int, record: dict[str, Any]) -> None:
+        """A log step: loss (None = the step had no loss tokens), lr, grad_norm, tokens_per_s, tokens,
+        loss_tokens, non_pad_fraction, samples_by_source (cumulative)."""
+        if not self.enabled:
+            return
+        record = {**record, "loss": _finite(record.get("loss")), "grad_norm": _finite(record.get("grad_norm"))}
+        self._write({"kind": "train", "step": step, **record, "restart": self.restart})
+        tb = self._tb
+        for key in ("loss", "lr", "grad_norm", "tokens_per_s", "non_pad_fraction", "loss_tokens"):
+            if record.get(key) is not None:
+                tb.add_scalar(f"train/{key}", record[key], step)
+        counts = record.get("samples_by_source") or {}
+        total = sum(counts.values())
+        for source, n in counts.items():
+            tb.add_scalar(f"mixture/{source}", n / total if total else 0.0, step)
+
+    def eval(self, step: int, result: dict[str, Any]) -> None:
+        """A validation pass: loss and tokens overall and by_source."""
+        if not self.enabled:
+            return
+        self._write({"kind": "eval", "step": step, **result})
+        if result["loss"] is not None:
+            self._tb.add_scalar("eval/loss", result["loss"], step)
+        for source, r in result.get("by_source", {}).items():
+            self._tb.add_scalar(f"eval/loss/{source}", r["loss"], step)
+
+    def stop(self, step: int, signal: str) -> None:
+        self._write({"kind": "stop", "step": step, "signal": signal})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_history(out: str | Path) -> list[dict[str, Any]]:
+    """The records of OUTPUT_DIR/history.jsonl in file order, as the run stands now: a "start" line at step S
+    (a resume from checkpoint S) discards the "train"/"eval" lines of steps after S written before it (they
+    were redone), and a later line of the same (kind, step) replaces the earlier one. "start"/"stop" lines
+    are all kept. A torn last line (a killed process) is ignored."""
+    path = Path(out) / HISTORY
+    if not path.exists():
+        return []
+    kept: dict[tuple[str, int], dict[str, Any]] = {}  # insertion-ordered: file order
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            r = json.loads(line)
+        except ValueError:
+            continue
+        kind, step = r.get("kind"), r.get("step", 0)
+        if kind == "start":
+            for key in [k for k in kept if k[0] in ("train", "eval") and k[1] > step]:
+                del kept[key]
+        if kind in ("train", "eval"):
+            kept.pop((kind, step), None)  # the redone step goes where it was written last
+            kept[(kind, step)] = r
+        else:
+            kept[(f"{kind}#{n}", step)] = r
+    return list(kept.values())
