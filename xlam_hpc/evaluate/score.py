@@ -271,8 +271,15 @@ def _check(
 ) -> None:
     # ast_checker.ast_checker: 'parallel' in the category → any-order matching, 'multiple' → pick the function,
     # else simple: exactly one call
-    if len(output) != (len(answers) if "parallel" in category or "multiple" in category else 1):
-        raise _Fail("wrong_count", "Wrong number of functions.")
+    checker = (
+        "parallel_function_checker_no_order"
+        if "parallel" in category
+        else "multiple_function_checker"
+        if "multiple" in category
+        else "simple_function_checker"
+    )
+    if len(output) != (1 if checker == "simple_function_checker" else len(answers)):
+        raise _Fail(f"{checker}:wrong_count", "Wrong number of functions.")
     if "parallel" in category:
         # ast_checker.parallel_function_checker_no_order: each answer (in order) takes the first unmatched
         # output that passes

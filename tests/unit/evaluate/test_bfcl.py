@@ -254,7 +254,7 @@ def test_parallel_calls_match_in_any_order(items, bench):
     # parallel_178 answer 0 allows "Microsoft" or "Apple" and, reversed, takes the call meant for answer 2
     assert errors.count("ok") == n - (bench == "bfcl-parallel")
     n, errors = _scored(items, [bench], lambda item, calls: calls[:-1] if len(calls) > 1 else None)
-    assert set(errors) == {"wrong_count"}
+    assert set(errors) == {"parallel_function_checker_no_order:wrong_count"}
 
 
 def test_wrong_function_name_fails(items):
@@ -278,7 +278,7 @@ def test_wrong_function_name_fails(items):
 
 def test_simple_takes_exactly_one_call(items):
     n, errors = _scored(items, ["bfcl-simple"], lambda item, calls: calls + calls)
-    assert n == 400 and set(errors) == {"wrong_count"}
+    assert n == 400 and set(errors) == {"simple_function_checker:wrong_count"}
     assert (
         ast_match([], items["bfcl-simple"][0].possible_answer, items["bfcl-simple"][0].functions, "simple")[0] is False
     )
