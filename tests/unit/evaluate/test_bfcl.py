@@ -282,3 +282,31 @@ def test_simple_takes_exactly_one_call(items):
     assert (
         ast_match([], items["bfcl-simple"][0].possible_answer, items["bfcl-simple"][0].functions, "simple")[0] is False
     )
+
+
+def test_wheel_from_env_or_cache_dir(wheel, tmp_path, monkeypatch):
+    monkeypatch.setenv("XLAM_HPC_BFCL_WHEEL", str(wheel))
+    assert bfcl_wheel(tmp_path) == wheel
+    monkeypatch.setenv("XLAM_HPC_BFCL_WHEEL", str(tmp_path / "nope.whl"))
+    with pytest.raises(XlamError, match="XLAM_HPC_BFCL_WHEEL"):
+        bfcl_wheel()
+    monkeypatch.delenv("XLAM_HPC_BFCL_WHEEL")
+    (tmp_path / wheel.name).write_bytes(wheel.read_bytes())
+    assert bfcl_wheel(tmp_path) == tmp_path / wheel.name
+
+
+def test_offline_fetch_fails_clearly(tmp_path, monkeypatch):
+    monkeypatch.delenv("XLAM_HPC_BFCL_WHEEL", raising=False)
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip sees no package index, as on a machine without network
+    with pytest.raises(XlamError, match=r"cannot fetch the BFCL data .*make bfcl-data"):
+        bfcl_wheel(tmp_path / "cache")
+
+
+def test_bad_bench_or_wheel(tmp_path):
+    with pytest.raises(XlamError, match="unknown benchmark 'bfcl-java'"):
+        load_bfcl("bfcl-java", tmp_path / "x.whl")
+    bad = tmp_path / "bfcl_eval-0-py3-none-any.whl"
+    bad.write_text("not a zip")
+    with pytest.raises(XlamError, match="cannot read the bfcl-eval wheel"):
+        load_bfcl("bfcl-simple", bad)
