@@ -10,6 +10,7 @@ from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from xlam_hpc.report.summary import Event
 
@@ -30,6 +31,9 @@ def _figure(width: float = 8.0, height: float = 4.0) -> tuple[Figure, Any]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
+    for ax in fig.axes:
+        if ax.get_xlabel() == "step":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     fig.savefig(path, format="png")
     return path

@@ -105,7 +105,11 @@ def _write_run(run: RunData, out: Path) -> Path:
         ),
         section("Throughput", figure(_name(rate_png), "tokens/s vs step")),
         section("Mixture (share of samples per source)", _mixture_html(mix), figure(_name(mix_png), "mixture")),
-        section("Validation loss per source", _source_eval_html(per_source), figure(_name(src_png), "validation loss")),
+        section(
+            "Validation loss per source",
+            _source_eval_html(per_source),
+            figure(_name(src_png), "validation loss") if per_source else "",
+        ),
         section("Evaluation results (eval/*.json)", _evals_html(run.evals)),
     ]
     text = page(f"Run report: {run.path}", f"generated {_stamp()}", sections, notes)

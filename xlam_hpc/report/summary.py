@@ -170,7 +170,10 @@ def mixture(run: RunData, notes: list[str]) -> list[tuple[str, float | None, flo
     total = sum(counts.values())
     realized = {k: v / total for k, v in counts.items()} if total else {}
     names = sorted(set(requested or {}) | set(realized))
-    return [(n, (requested or {}).get(n, 0.0) if requested is not None else None, realized.get(n)) for n in names]
+    return [
+        (n, None if requested is None else requested.get(n, 0.0), realized.get(n, 0.0) if realized else None)
+        for n in names
+    ]
 
 
 def source_eval_losses(run: RunData) -> dict[str, list[tuple[int, float]]]:

@@ -78,7 +78,8 @@ def test_final_loss_skips_a_step_without_loss_tokens(tmp_path):
 
 
 def test_a_run_with_only_its_config_says_none(tmp_path):
-    run = load_run(write_run(tmp_path / "run", rows=[], finished=False, evals=False))
+    run = load_run(write_run(tmp_path / "run", rows=[], finished=False, evals=False, weights={"alpha": 1}))
+    assert mixture(run, []) == [("alpha", 1.0, None)]  # nothing drawn yet: realized unknown, not 0
     s = run_summary(run)
     assert s["state"] == "not finished"
     assert [s[k] for k in ("steps", "final_loss", "eval_loss", "tokens_per_s_mean", "wall_time_s")] == [None] * 5
@@ -105,7 +106,7 @@ def test_empty_weights_mean_proportional_to_the_manifests_source_sizes(tmp_path,
     rows = mixture(run, notes)
     assert [name for name, _, _ in rows] == ["alpha", "beta", "gamma"]
     assert [r for _, r, _ in rows] == pytest.approx([37 / 51, 11 / 51, 3 / 51])
-    assert [z for _, _, z in rows[:2]] == pytest.approx([0.75, 0.25]) and rows[2][2] is None
+    assert [z for _, _, z in rows] == pytest.approx([0.75, 0.25, 0.0])  # gamma never drawn
     assert notes == []
 
 
