@@ -236,3 +236,15 @@ def test_errors_name_what_is_wrong(run_dir, data, tmp_path):
         EvalConfig(model=str(run_dir))
     with pytest.raises(ConfigError, match="--untrained"):
         run_eval(EvalConfig(model=str(run_dir / "final"), untrained=True, data=[str(data["xlam"])]), log=_quiet)
+
+
+def test_perfect_answers_pass_bfcl_ast_checks(run_dir, tmp_path):
+    """BFCL questions through the same path (wheel data, rendered with training's template, AST-checked)."""
+    target = resolve_target(str(run_dir))
+    benches = ["bfcl-simple", "bfcl-multiple", "bfcl-parallel-multiple", "bfcl-live-simple", "bfcl-irrelevance"]
+    cfg = EvalConfig(model=str(run_dir), benches=benches, limit=4, output=str(tmp_path / "b.json"))
+    results = run_eval(cfg, log=_quiet, generate_fn=_reference(target.tokenizer, target.options))
+    m = results["metrics"]["overall"]
+    assert m["n"] == 20 and m["n_irrelevance"] == 4
+    assert m["parse_rate"] == m["whole_call_exact_match"] == m["ast_accuracy"] == m["irrelevance_accuracy"] == 1.0
+    assert set(results["metrics"]["by_source"]) == set(benches)
