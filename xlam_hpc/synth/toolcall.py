@@ -1,0 +1,572 @@
+"""A synthetic function-calling task in the unified format: small enough to learn on a CPU, hard enough that
+an untrained model scores ~0.
+
+Nine tools with typed parameters (string, integer, number, boolean, enum). Every request names its argument
+values in the text, so a correct call picks the tool from the request and copies the values. Four kinds:
+- single: request → call → tool result → answer;
+- parallel: two requests in one message → two calls in one assistant turn → two results → answer;
+- multi_turn: two rounds of single, the second after the first answer;
+- no_call: chit-chat, general questions, or requests no tool can serve → a direct answer.
+
+Held-out records never share a request phrasing or a free argument value with training records: tool request
+templates, parallel connectors and no-call questions are split by template, strings by their pools, integers
+and numbers by a residue rule (each parameter's range keeps values on both sides). Enum and boolean values
+come from fixed domains and are shared. Everything is a function of the seed (numpy SeedSequence).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xlam_hpc.schema import FunctionSpec, ToolCall, Trajectory, Turn, encode_record, validate_trajectory
+
+__all__ = [
+    "KINDS",
+    "SOURCE",
+    "TOOLS",
+    "Split",
+    "free_values",
+    "make_split",
+    "toolcall_records",
+    "write_toolcall_dataset",
+]
+
+SOURCE = "synth-toolcall"
+KINDS = ("single", "parallel", "multi_turn", "no_call")
+KIND_WEIGHTS = (0.4, 0.2, 0.2, 0.2)
+SYSTEM = "You are a helpful assistant. Call a tool when the request needs one; otherwise answer directly."
+N_TOOLS_SHOWN = 2
+"""Tools offered per record: the ones the conversation calls, then distractors up to this many."""
+
+_HELDOUT_FRACTION = 1 / 3
+
+Args = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str  # string | integer | number | boolean | enum
+    description: str
+    pool: str = ""  # value pool (string: a POOLS key; integer: "lo..hi"; number: money)
+    enum: tuple[str, ...] = ()
+
+    def schema(self) -> dict[str, Any]:
+        if self.type == "enum":
+            return {"type": "string", "enum": list(self.enum), "description": self.description}
+        return {"type": self.type, "description": self.description}
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    params: tuple[Param, ...]
+    templates: tuple[str, ...]
+    """Request phrasings: `{param}` is the value as text; `{flag|yes text|no text}` renders a boolean."""
+    result: Callable[[Args, np.random.Generator], tuple[dict[str, Any], str]]
+    """(tool result object, the assistant's answer sentence after it)."""
+
+    def spec(self) -> FunctionSpec:
+        props = {p.name: p.schema() for p in self.params}
+        parameters = {"type": "object", "properties": props, "required": [p.name for p in self.params]}
+        return FunctionSpec(name=self.name, description=self.description, parameters=parameters)
+
+
+POOLS: dict[str, tuple[str, ...]] = {
+    "city": (
+        "Paris", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Dublin", "Oslo",
+        "Stockholm", "Helsinki", "Athens", "Cairo", "Nairobi", "Lagos", "Tokyo", "Osaka", "Seoul", "Beijing",
+        "Mumbai", "Delhi", "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland", "Toronto",
+        "Montreal", "Chicago", "Boston", "Denver", "Seattle", "Miami", "Lima", "Bogota", "Santiago", "Quito",
+        "Havana", "Zurich", "Geneva", "Porto", "Krakow", "Tunis", "Accra", "Marseille",
+    ),
+    "person": (
+        "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Laura",
+        "Marco", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena",
+        "Yusuf", "Zoe", "Anya", "Bruno", "Chloe", "Diego", "Emeka", "Freya", "Gustav", "Hana", "Ivan", "Julia",
+    ),
+    "restaurant": (
+        "Blue Harbor", "Casa Verde", "The Copper Pot", "Golden Lotus", "Olive Grove", "Red Lantern",
+        "Salt and Pepper", "The Green Fig", "Little Saigon", "Bella Notte", "Spice Route", "The Oak Room",
+        "Sakura House", "El Toro", "Le Petit Four", "Harbor Grill", "Maple Diner", "Sunset Taverna",
+        "The Hungry Fox", "Jade Garden", "Pasta Fresca", "Smoky Barrel", "Coral Kitchen", "Fig and Vine",
+    ),
+    "message": (
+        "running ten minutes late", "call me when you land", "the meeting moved to Friday", "dinner is ready",
+        "happy birthday", "can you pick up milk", "I left the keys at home", "see you at the gym",
+        "the report is done", "please water the plants", "bring the charger", "the train is delayed",
+        "lunch at noon", "thanks for the help", "I will be home soon", "check your email", "the package arrived",
+        "good luck today", "meet me at the station", "do not forget the tickets", "the car is fixed",
+        "movie starts at eight",
+    ),
+    "todo": (
+        "buy groceries", "renew passport", "pay electricity bill", "book dentist appointment", "clean the garage",
+        "finish tax return", "call the plumber", "return library books", "plan weekend trip", "update resume",
+        "fix the bike", "order printer ink", "water the garden", "back up laptop", "cancel old subscription",
+        "write thank-you notes", "schedule car service", "sort the closet", "paint the fence", "learn ten verbs",
+        "defrost the freezer",
+    ),
+    "label": (
+        "pasta", "laundry", "workout", "tea", "study break", "pizza", "meditation", "nap", "cookies",
+        "parking meter", "rice", "eggs", "stretching", "focus session", "bread", "oven", "phone call", "yoga",
+    ),
+    "ticker": (
+        "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA", "META", "IBM", "ORCL", "INTC", "AMD", "NFLX", "UBER",
+        "SHOP", "SAP", "ADBE", "CSCO", "PYPL", "QCOM", "SONY", "BABA", "DIS", "NKE", "KO", "PEP", "WMT", "XOM",
+    ),
+}  # fmt: skip
+
+CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD")
+CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy", "foggy")
+
+
+def _weather(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    t = int(rng.integers(-5, 35)) if a["unit"] == "celsius" else int(rng.integers(25, 95))
+    cond = CONDITIONS[int(rng.integers(len(CONDITIONS)))]
+    return {"temperature": t, "condition": cond}, f"It is {t} degrees {a['unit']} and {cond} in {a['city']}."
+
+
+def _currency(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    out = round(a["amount"] * float(rng.uniform(0.5, 1.5)), 2)
+    return {"converted": out}, f"{a['amount']} {a['from_currency']} is {out} {a['to_currency']}."
+
+
+def _table(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    code = f"R{int(rng.integers(100, 1000))}"
+    where = "outdoors" if a["outdoor"] else "indoors"
+    text = f"Your table for {a['guests']} at {a['restaurant']} is booked {where}; the confirmation code is {code}."
+    return {"status": "confirmed", "code": code}, text
+
+
+def _message(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    return {"status": "sent"}, f"Your message to {a['recipient']} has been sent."
+
+
+def _flights(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    n, price = int(rng.integers(1, 9)), int(rng.integers(80, 900))
+    text = f"I found {n} flights from {a['origin']} to {a['destination']}; the cheapest costs {price} dollars."
+    return {"flights": n, "cheapest": price}, text
+
+
+def _todo(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    return {"status": "added"}, f"I added '{a['title']}' to your list with {a['priority']} priority."
+
+
+def _stock(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    price = round(float(rng.uniform(5, 900)), 2)
+    return {"price": price}, f"{a['symbol']} is trading at {price} dollars."
+
+
+def _timer(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    return {"status": "started"}, f"Your {a['label']} timer is set for {a['minutes']} minutes."
+
+
+def _tip(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
+    tip = round(a["bill"] * a["percent"] / 100, 2)
+    return {"tip": tip}, f"A {a['percent']} percent tip on {a['bill']} is {tip}."
+
+
+TOOLS: tuple[Tool, ...] = (
+    Tool(
+        "get_weather",
+        "Current weather of a city.",
+        (
+            Param("city", "string", "City name", "city"),
+            Param("unit", "enum", "Temperature unit", enum=("celsius", "fahrenheit")),
+        ),
+        (
+            "What's the weather in {city}? Please use {unit}.",
+            "Tell me the current weather for {city} in {unit}.",
+            "How warm is it in {city} right now? Answer in {unit}.",
+            "I need the weather in {city}, in {unit} please.",
+            "Weather check for {city}, temperatures in {unit}.",
+            "Could you look up today's weather in {city} using {unit}?",
+        ),
+        _weather,
+    ),
+    Tool(
+        "convert_currency",
+        "Convert an amount of money between currencies.",
+        (
+            Param("amount", "number", "Amount to convert", "money"),
+            Param("from_currency", "enum", "Currency of the amount", enum=CURRENCIES),
+            Param("to_currency", "enum", "Target currency", enum=CURRENCIES),
+        ),
+        (
+            "Convert {amount} {from_currency} to {to_currency}.",
+            "How much is {amount} {from_currency} in {to_currency}?",
+            "I have {amount} {from_currency}; what is that in {to_currency}?",
+            "Please change {amount} {from_currency} into {to_currency}.",
+            "What do {amount} {from_currency} come to in {to_currency}?",
+            "Exchange {amount} {from_currency} for {to_currency}, please.",
+        ),
+        _currency,
+    ),
+    Tool(
+        "book_table",
+        "Reserve a table at a restaurant.",
+        (
+            Param("restaurant", "string", "Restaurant name", "restaurant"),
+            Param("guests", "integer", "Number of guests", "1..12"),
+            Param(
+                "outdoor",
+                "boolean",
+                "Seat outdoors",
+            ),
+        ),
+        (
+            "Book a table at {restaurant} for {guests} people, {outdoor|outside|inside} please.",
+            "Reserve {restaurant} for {guests} guests and seat us {outdoor|outdoors|indoors}.",
+            "Can you get me a table for {guests} at {restaurant}? We'd like to sit {outdoor|outside|inside}.",
+            "I want to eat at {restaurant} with {guests} people, {outdoor|on the terrace|in the dining room}.",
+            "Table for {guests} at {restaurant}, {outdoor|outdoor seating|indoor seating}.",
+            "Please make a reservation at {restaurant}: {guests} guests, {outdoor|outdoors|indoors}.",
+        ),
+        _table,
+    ),
+    Tool(
+        "send_message",
+        "Send a text message to a contact.",
+        (
+            Param("recipient", "string", "Contact name", "person"),
+            Param("text", "string", "Message text", "message"),
+            Param("urgent", "boolean", "Mark as urgent"),
+        ),
+        (
+            "Send {recipient} {urgent|an urgent|a normal} message saying {text}.",
+            "Text {recipient}: {text}. {urgent|Mark it urgent.|It is not urgent.}",
+            "Please message {recipient} that {text}, {urgent|urgently|no rush}.",
+            "Tell {recipient} '{text}' in {urgent|an urgent|a regular} text.",
+            "Write to {recipient} with {urgent|urgent|normal} priority: {text}.",
+            "Let {recipient} know {text}; {urgent|this is urgent|it can wait}.",
+        ),
+        _message,
+    ),
+    Tool(
+        "search_flights",
+        "Search flights between two cities.",
+        (
+            Param("origin", "string", "Departure city", "city"),
+            Param("destination", "string", "Arrival city", "city"),
+            Param("max_stops", "integer", "Maximum number of stops", "0..3"),
+        ),
+        (
+            "Find flights from {origin} to {destination} with at most {max_stops} stops.",
+            "Search for a flight {origin} to {destination}, no more than {max_stops} stops.",
+            "I want to fly from {origin} to {destination}; {max_stops} stops max.",
+            "Are there flights between {origin} and {destination} with up to {max_stops} stops?",
+            "Look up flights leaving {origin} for {destination}, maximum {max_stops} stops.",
+            "Show me {origin} to {destination} flights with {max_stops} or fewer stops.",
+        ),
+        _flights,
+    ),
+    Tool(
+        "add_todo",
+        "Add an item to the to-do list.",
+        (
+            Param("title", "string", "What to do", "todo"),
+            Param("priority", "enum", "Priority", enum=("low", "medium", "high")),
+        ),
+        (
+            "Add '{title}' to my to-do list with {priority} priority.",
+            "Put {title} on my list, priority {priority}.",
+            "Remind me to {title}; it's {priority} priority.",
+            "New task: {title} ({priority} priority).",
+            "Please note a {priority} priority to-do: {title}.",
+            "Can you add a task to {title}? Make it {priority} priority.",
+        ),
+        _todo,
+    ),
+    Tool(
+        "get_stock_price",
+        "Latest price of a stock.",
+        (Param("symbol", "string", "Ticker symbol", "ticker"),),
+        (
+            "What is {symbol} trading at?",
+            "Get me the latest stock price of {symbol}.",
+            "How much is one share of {symbol} right now?",
+            "Check the price of {symbol} stock.",
+            "Quote for {symbol}, please.",
+            "Where is {symbol} trading today?",
+        ),
+        _stock,
+    ),
+    Tool(
+        "set_timer",
+        "Start a countdown timer.",
+        (
+            Param("minutes", "integer", "Duration in minutes", "1..90"),
+            Param("label", "string", "Timer name", "label"),
+        ),
+        (
+            "Set a {minutes} minute timer for {label}.",
+            "Start a timer called {label} for {minutes} minutes.",
+            "Timer please: {label}, {minutes} minutes.",
+            "Count down {minutes} minutes for the {label}.",
+            "Remind me in {minutes} minutes about {label} with a timer.",
+            "I need a {label} timer of {minutes} minutes.",
+        ),
+        _timer,
+    ),
+    Tool(
+        "calculate_tip",
+        "Compute the tip for a bill.",
+        (
+            Param("bill", "number", "Bill total", "money"),
+            Param("percent", "integer", "Tip percentage", "5..30"),
+        ),
+        (
+            "What is a {percent} percent tip on {bill}?",
+            "Calculate the tip for a bill of {bill} at {percent} percent.",
+            "My bill is {bill}. How much is a {percent} percent tip?",
+            "Work out {percent} percent of {bill} as a tip.",
+            "How much should I tip on {bill} if I leave {percent} percent?",
+            "Tip calculator: bill {bill}, {percent} percent.",
+        ),
+        _tip,
+    ),
+)
+
+CONNECTORS = (
+    "{a} Also, {b}",
+    "{a} And one more thing: {b}",
+    "Two things. {a} {b}",
+    "{a} After that, {b}",
+    "Please do both: {a} {b}",
+    "{a} In addition, {b}",
+)
+"""How a parallel request joins its two requests."""
+
+NO_CALL: tuple[tuple[str, str], ...] = (
+    ("Hi! How are you today?", "I'm doing well, thank you! How can I help you?"),
+    ("What can you help me with?", "I can check the weather, convert money, book tables, send messages and more."),
+    ("Thank you, that's all for now.", "You're welcome! Have a great day."),
+    ("Tell me a joke.", "Why did the scarecrow win an award? Because he was outstanding in his field."),
+    ("Who wrote Romeo and Juliet?", "William Shakespeare wrote Romeo and Juliet."),
+    ("How many days are in a week?", "There are seven days in a week."),
+    ("Good morning!", "Good morning! What can I do for you?"),
+    ("What color is the sky on a clear day?", "On a clear day the sky is blue."),
+    ("Can you recommend a good book?", "You might enjoy 'The Hobbit' by J.R.R. Tolkien."),
+    ("Order me a pizza.", "Sorry, none of my tools can order food."),
+    ("Turn off the living room lights.", "Sorry, I cannot control lights with the tools I have."),
+    ("Play some relaxing music.", "Sorry, I have no tool to play music."),
+    ("Call a taxi to the airport.", "Sorry, I cannot book taxis with my tools."),
+    ("What is the capital of Japan?", "The capital of Japan is Tokyo."),
+    ("How do I say thank you in French?", "In French, thank you is 'merci'."),
+    ("Are you a human?", "No, I am an AI assistant."),
+)
+"""Requests that need no tool, with their answers."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """What one side (train or heldout) may use: template indexes and free values."""
+
+    name: str
+    templates: dict[str, tuple[int, ...]]
+    """tool name / 'connector' / 'no_call' → usable template indexes."""
+    strings: dict[str, tuple[str, ...]]
+    """string pool → usable values."""
+    residue: int
+    """Integers v with (v + residue) % 3 == 0, and numbers whose cents satisfy it, are held out."""
+    heldout: bool = False
+    _ints: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+
+    def ints(self, pool: str) -> tuple[int, ...]:
+        if pool not in self._ints:
+            lo, hi = (int(x) for x in pool.split(".."))
+            self._ints[pool] = tuple(v for v in range(lo, hi + 1) if self._side(v))
+        return self._ints[pool]
+
+    def _side(self, v: int) -> bool:
+        return ((v + self.residue) % 3 == 0) == self.heldout
+
+
+def _split_indexes(rng: np.random.Generator, n: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    order = [int(i) for i in rng.permutation(n)]
+    k = max(1, round(n * _HELDOUT_FRACTION))
+    return tuple(sorted(order[k:])), tuple(sorted(order[:k]))
+
+
+def make_split(seed: int) -> tuple[Split, Split]:
+    """(train, heldout): disjoint template indexes, string values and integer/number residues."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+    groups = {t.name: len(t.templates) for t in TOOLS} | {"connector": len(CONNECTORS), "no_call": len(NO_CALL)}
+    templates = {name: _split_indexes(rng, n) for name, n in groups.items()}
+    strings = {}
+    for pool, values in POOLS.items():
+        tr, ho = _split_indexes(rng, len(values))
+        strings[pool] = (tuple(values[i] for i in tr), tuple(values[i] for i in ho))
+    residue = int(rng.integers(3))
+    return tuple(  # type: ignore[return-value]
+        Split(
+            name=name,
+            templates={k: v[side] for k, v in templates.items()},
+            strings={k: v[side] for k, v in strings.items()},
+            residue=residue,
+            heldout=bool(side),
+        )
+        for side, name in ((0, "train"), (1, "heldout"))
+    )
+
+
+def _value(p: Param, split: Split, rng: np.random.Generator) -> Any:
+    if p.type == "enum":
+        return p.enum[int(rng.integers(len(p.enum)))]
+    if p.type == "boolean":
+        return bool(rng.integers(2))
+    if p.type == "string":
+        pool = split.strings[p.pool]
+        return pool[int(rng.integers(len(pool)))]
+    if p.type == "integer":
+        ints = split.ints(p.pool)
+        return ints[int(rng.integers(len(ints)))]
+    # number: money with two-digit cents (not a multiple of 10, so the text shows both), on this split's side
+    cents = [c for c in split.ints("1..99") if c % 10]
+    return round(int(rng.integers(1, 500)) + cents[int(rng.integers(len(cents)))] / 100, 2)
+
+
+def free_values(tool: Tool, args: Args) -> list[Any]:
+    """The string, integer and number values of `args` (the ones split between train and heldout)."""
+    return [args[p.name] for p in tool.params if p.type not in ("enum", "boolean")]
+
+
+_SLOT = re.compile(r"\{(\w+)(?:\|([^|}]*)\|([^}]*))?\}")
+
+
+def _render(template: str, args: Args) -> str:
+    def sub(m: re.Match[str]) -> str:
+        v = args[m.group(1)]
+        if m.group(2) is not None:
+            return m.group(2) if v else m.group(3)
+        return json.dumps(v) if isinstance(v, float) else str(v)
+
+    return _SLOT.sub(sub, template)
+
+
+@dataclass
+class _Builder:
+    split: Split
+    rng: np.random.Generator
+    turns: list[Turn] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)  # template ids
+    called: list[str] = field(default_factory=list)  # tool names, in call order
+
+    def pick(self, group: str) -> int:
+        options = self.split.templates[group]
+        i = options[int(self.rng.integers(len(options)))]
+        self.used.append(f"{group}/{i}")
+        return i
+
+    def request(self, tool: Tool, differ_from: Args | None = None) -> tuple[str, Args]:
+        """A request for `tool`: distinct string values within the call (origin ≠ destination), and other free
+        values than `differ_from` (the first request of a parallel pair to the same tool)."""
+        for _ in range(1000):
+            args = {p.name: _value(p, self.split, self.rng) for p in tool.params}
+            strings = [args[p.name] for p in tool.params if p.type == "string"]
+            if len(set(strings)) == len(strings) and (
+                differ_from is None or free_values(tool, args) != free_values(tool, differ_from)
+            ):
+                break
+        else:  # the pools are far larger than any record needs
+            raise AssertionError(f"no distinct values for {tool.name}")
+        return _render(tool.templates[self.pick(tool.name)], args), args
+
+    def calls(self, requests: list[tuple[Tool, Args]]) -> None:
+        """One assistant turn calling every request's tool, the tool turns, then the answer."""
+        base = len(self.called)
+        calls = [ToolCall(id=f"call_{base + k + 1}", name=t.name, arguments=a) for k, (t, a) in enumerate(requests)]
+        self.turns.append(Turn(role="assistant", tool_calls=calls))
+        answers = []
+        for call, (tool, args) in zip(calls, requests, strict=True):
+            result, answer = tool.result(args, self.rng)
+            self.turns.append(Turn(role="tool", tool_call_id=call.id, name=tool.name, content=json.dumps(result)))
+            answers.append(answer)
+            self.called.append(tool.name)
+        self.turns.append(Turn(role="assistant", content=" ".join(answers)))
+
+    def single(self, tool: Tool) -> None:
+        text, args = self.request(tool)
+        self.turns.append(Turn(role="user", content=text))
+        self.calls([(tool, args)])
+
+
+def _tool(rng: np.random.Generator, exclude: set[str]) -> Tool:
+    options = [t for t in TOOLS if t.name not in exclude]
+    return options[int(rng.integers(len(options)))]
+
+
+def _record(split: Split, index: int, rng: np.random.Generator) -> Trajectory:
+    kind = KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
+    b = _Builder(split, rng)
+    if kind == "single":
+        b.single(_tool(rng, set()))
+    elif kind == "multi_turn":
+        first = _tool(rng, set())
+        b.single(first)
+        b.single(_tool(rng, {first.name}))
+    elif kind == "parallel":
+        t1 = _tool(rng, set())
+        t2 = t1 if rng.random() < 0.5 else _tool(rng, {t1.name})
+        a_text, a_args = b.request(t1)
+        b_text, b_args = b.request(t2, a_args if t2 is t1 else None)
+        connector = CONNECTORS[b.pick("connector")]
+        b.turns.append(Turn(role="user", content=connector.format(a=a_text, b=b_text)))
+        b.calls([(t1, a_args), (t2, b_args)])
+    else:
+        question, answer = NO_CALL[b.pick("no_call")]
+        b.turns += [Turn(role="user", content=question), Turn(role="assistant", content=answer)]
+    shown = list(dict.fromkeys(b.called))
+    while len(shown) < N_TOOLS_SHOWN:
+        shown.append(_tool(rng, set(shown)).name)
+    order = [shown[int(i)] for i in rng.permutation(len(shown))]
+    by_name = {t.name: t for t in TOOLS}
+    rec = Trajectory(
+        unique_trajectory_id=f"toolcall-{split.name}-{index:05d}-{kind}",
+        source=SOURCE,
+        task_instruction=SYSTEM,
+        tools=[by_name[n].spec() for n in order],
+        conversation=b.turns,
+        split=split.name,
+        meta={"kind": kind, "templates": b.used},
+    )
+    return validate_trajectory(rec)
+
+
+def toolcall_records(seed: int, split: str, n: int) -> list[Trajectory]:
+    """`n` records of one side ('train' or 'heldout') for `seed`."""
+    sides = dict(zip(("train", "heldout"), make_split(seed), strict=True))
+    if split not in sides:
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1 if split == "train" else 2]))
+    return [_record(sides[split], i, rng) for i in range(n)]
+
+
+def write_toolcall_dataset(out_dir: str | Path, *, seed: int = 0, train: int = 4000, heldout: int = 200) -> dict:
+    """Write OUT_DIR/train.jsonl and OUT_DIR/heldout.jsonl; returns {"train", "heldout"} paths, counts by
+    kind, and the seed."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"seed": seed}
+    for split, n in (("train", train), ("heldout", heldout)):
+        if n < 1:
+            raise ValueError(f"{split}: need at least one record, got {n}")
+        records = toolcall_records(seed, split, n)
+        path = out / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("wb") as f:
+            for rec in records:
+                f.write(encode_record(rec) + b"\n")
+        tmp.replace(path)
+        kinds = {k: sum(r.meta["kind"] == k for r in records) for k in KINDS}
+        summary[split] = str(path)
+        summary[f"{split}_kinds"] = kinds
+    return summary
