@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests.integration.conftest import write_recipe
 from xlam_hpc import cli
+from xlam_hpc.evaluate import EvalConfig, run_eval
 from xlam_hpc.launch.requeue import decide
 from xlam_hpc.shard.manifest import load_manifest
 from xlam_hpc.testing.runs import wait_for_step
@@ -43,6 +44,10 @@ def _history(out: Path, kind: str = "train") -> dict[int, dict]:
     """step → the last line of `kind` written for it (the resumed process redoes the steps after its checkpoint)."""
     rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
     return {r["step"]: r for r in rows if r["kind"] == kind}
+
+
+def _fmt(value: float | int | None) -> str:
+    return "none" if value is None else str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
 def _assert_png_drawn(path: Path) -> None:
@@ -73,6 +78,12 @@ def test_report_of_a_real_stopped_and_resumed_run(train_data, tmp_path, capsys):
         assert (decision.action, decision.reason) == ("requeue", "timeout"), (tmp_path / "log").read_text()[-3000:]
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), timeout=300, check=False)
     assert rc.returncode == 0, (tmp_path / "log").read_text()[-3000:]
+
+    # the model before and after training, on a few of the training records (a report check, not a benchmark)
+    for name, untrained in (("before", True), ("after", False)):
+        cfg = EvalConfig(model=str(out), untrained=untrained, data=[str(train_data["sft"])], limit=3)
+        cfg.output, cfg.max_new_tokens, cfg.progress = str(out / "eval" / f"{name}.json"), 8, False
+        run_eval(cfg, log=lambda m: None)
 
     assert cli.main(["report", str(out)]) == 0
     page = Path(capsys.readouterr().out.strip())
@@ -113,5 +124,15 @@ def test_report_of_a_real_stopped_and_resumed_run(train_data, tmp_path, capsys):
         realized = counts.get(source, 0) / (2 * STEPS)
         row = f'<tr><td>{source}</td><td class="num">{requested:.3f}</td><td class="num">{realized:.3f}</td></tr>'
         assert row in text
+    # eval results: one column per file (after, before: file-name order), every metric as results.json has it
     section = text[text.index("Evaluation results") :]
-    assert '<p class="none">none</p>' in section  # no `xlam-hpc eval` results in this run
+    results = [json.loads((out / "eval" / f"{n}.json").read_text()) for n in ("after", "before")]
+    assert f"after.json ({results[0]['model']})" in section and f"before.json ({results[1]['model']})" in section
+    assert "items.jsonl" not in section
+    for metric in ("n", "parse_rate", "tool_name_accuracy", "whole_call_exact_match", "ast_accuracy"):
+        row = re.search(f"<tr><td>{metric}</td>(.*?)</tr>", section).group(1)
+        values = [r["metrics"]["overall"][metric] for r in results]
+        assert re.findall(r">([^<]*)</td>", row) == [_fmt(v) for v in values], metric
+    for category, m in results[0]["metrics"]["by_category"].items():
+        row = re.search(f"<tr><td>{re.escape(category)}</td><td>n</td>(.*?)</tr>", section).group(1)
+        assert re.findall(r">([^<]*)</td>", row)[0] == str(m["n"])
