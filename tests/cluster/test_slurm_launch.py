@@ -81,7 +81,17 @@ def reference(recipe, tmp_path_factory):
     """Uninterrupted local runs (the embedded default executor) with 1 and 2 ranks."""
     root = tmp_path_factory.mktemp("reference")
     for n in (1, 2):
-        _submit(recipe, root / f"ranks{n}", f"launch.tasks_per_node={n}", cluster="local")
+        res = _xlam(
+            "submit",
+            str(recipe),
+            f"output_dir={root / f'ranks{n}'}",
+            f"launch.tasks_per_node={n}",
+            "--cluster",
+            "local",
+        )
+        # a local submit streams the rank-0 training log while it runs (only rank 0's)
+        steps = [x for x in res.stderr.splitlines() if re.match(r" *\[restart 0 rank 0\] .* step \d+/", x)]
+        assert len(steps) >= 2 and "rank 1]" not in res.stderr, res.stderr
     return {n: root / f"ranks{n}" for n in (1, 2)}
 
 

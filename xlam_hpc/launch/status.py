@@ -124,7 +124,10 @@ def run_status(out: Path) -> dict[str, Any]:
         "cluster": last.get("cluster"),
         "state": state,
         "finished": finished,
-        "restarts": restarts if restarts is not None else len(ledger.get("history", [])),
+        # a ledger entry is a decision; only "requeue" ones restarted the job ("done"/"stop" ended it)
+        "restarts": restarts
+        if restarts is not None
+        else sum(h.get("action") == "requeue" for h in ledger.get("history", [])),
         "requeues": {k: ledger.get(k, 0) for k in ("timeouts", "preemptions", "failures")},
         "budgets": budgets,
         "budget_line": budget_line(budgets),

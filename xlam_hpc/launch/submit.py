@@ -170,9 +170,33 @@ def _warn_if_hopeless(job_id: str, log: Any) -> None:
         )
 
 
+def _follow_local(job: Any, log: Any, poll_s: float = 0.5) -> None:
+    """Until the local job ends, pass on its rank-0 training log lines (`[restart R rank 0] ...`) as they
+    are written, so `submit` shows the run instead of only "submitted ... done"."""
+    path = Path(job.paths.folder) / f"{job.job_id}_0_log.err"
+    position, partial = 0, ""
+    while True:
+        done = job.done()
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace") as f:
+                f.seek(position)
+                chunk = f.read()
+                position = f.tell()
+            *lines, partial = (partial + chunk).split("\n")
+            for line in lines:
+                if line.startswith("[restart "):
+                    log("   " + line)
+        if done:
+            if partial.startswith("[restart "):
+                log("   " + partial)
+            return
+        time.sleep(poll_s)
+
+
 def _supervise_local(recipe: Recipe, executor: Any, payload: TrainJob, job: Any, *, out: Path, log: Any) -> list[Any]:
     launch, jobs = recipe.launch, [job]
     while True:
+        _follow_local(job, log)
         job.wait()
         code = _local_exit_code(out, recipe.fingerprint())
         d = decide(

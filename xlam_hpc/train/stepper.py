@@ -144,7 +144,11 @@ def _report_stop(run: Any, stop: StopFlag, step: int, seconds: float) -> str:
 def _write_metrics(run: Any, step: int, loader: Any) -> None:
     """output_dir/metrics.json: what a sweep summary tabulates. The final loss is the last step that had
     loss tokens; steps that had none are counted (and warned about), never reported as loss 0."""
+    from xlam_hpc.train.history import read_history
+
     last = [loss for _, loss in run.history[-10:]]
+    # over the whole run (every process since step 0), as history.jsonl stands
+    rates = [r["tokens_per_s"] for r in read_history(run.out) if r["kind"] == "train"] or run.rates
     dropped = {k: v for k, v in loader.stats.items() if k.startswith("dropped")}
     if run.empty_steps:
         log.warning(
@@ -159,7 +163,7 @@ def _write_metrics(run: Any, step: int, loader: Any) -> None:
         "final_loss_step": run.history[-1][0] if run.history else None,
         "loss_last10_mean": sum(last) / len(last) if last else None,
         "eval_loss": run.eval_history[-1][1] if run.eval_history else None,
-        "tokens_per_s_mean": sum(run.rates) / len(run.rates) if run.rates else None,
+        "tokens_per_s_mean": sum(rates) / len(rates) if rates else None,
         "steps_without_loss_tokens": run.empty_steps,
         "samples_dropped": dropped,
         "samples_by_source": loader.samples_by_source(),
