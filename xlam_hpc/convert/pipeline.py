@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-from tqdm import tqdm
 
 from xlam_hpc.convert.base import Converter, Reject
 from xlam_hpc.convert.detect import detect_format, get_converter
 from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, RawRecord, iter_raw
 from xlam_hpc.errors import ConfigError, DataError
+from xlam_hpc.progress import progress_bar
 from xlam_hpc.rejects import RejectLog
 from xlam_hpc.schema import (
     Preference,
@@ -232,8 +232,7 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
     output = _Output(cfg, out, rejects, summary)
     started = time.perf_counter()
     total_bytes = sum(p.stat().st_size for p in inputs)
-    # disable=None: tqdm shows the bar only on a terminal.
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="convert", disable=None if cfg.progress else True)
+    bar = progress_bar(total=total_bytes, unit="B", unit_scale=True, desc="convert", enabled=cfg.progress)
     try:
         for path in inputs:
             try:

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import webdataset as wds
-from tqdm import tqdm
 
 from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
 from xlam_hpc.errors import ConfigError, DataError, ShardError
 from xlam_hpc.files import sha256_file
+from xlam_hpc.progress import progress_bar
 from xlam_hpc.rejects import RejectLog
 from xlam_hpc.schema import (
     SCHEMA_VERSION,
@@ -272,7 +272,7 @@ def write_shards(
         with rejects:
             for path in inputs:
                 items = iter_raw(path, max_record_bytes=cfg.max_record_bytes, parse=False)
-                for item in tqdm(items, desc=f"shard {path.name}", unit="rec", disable=None if cfg.progress else True):
+                for item in progress_bar(items, desc=f"shard {path.name}", unit="rec", enabled=cfg.progress):
                     summary.read += 1
                     if isinstance(item, RawError):
                         rejects.add(item.path, item.position, item.reason, item.message)
