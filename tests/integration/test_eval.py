@@ -100,13 +100,13 @@ def test_untrained_recipe_model_through_the_cli(recipe_path, data, tmp_path, cap
     assert f"{results['n']} items: parse rate" in capsys.readouterr().out
 
 
-def test_run_dir_final_and_its_untrained_rebuild_answer_alike(run_dir, data, tmp_path):
+def test_run_dir_final_and_its_untrained_rebuild_answer_alike(run_dir, data):
     trained = run_eval(EvalConfig(model=str(run_dir), data=[str(data["xlam"])], max_new_tokens=TOKENS), log=_quiet)
     assert Path(trained["items_file"]).parent == run_dir / "eval"
     assert (run_dir / "eval" / "results.json").is_file() and (run_dir / "eval" / "results.md").is_file()
     cfg = EvalConfig(model=str(run_dir), untrained=True, data=[str(data["xlam"])], max_new_tokens=TOKENS)
-    cfg.output = str(tmp_path / "untrained.json")
     untrained = run_eval(cfg, log=_quiet)
+    assert (run_dir / "eval" / "untrained.json").is_file()  # next to the trained results, not over them
     # final/ holds the seed-7 initial weights: the rebuild from config.yaml must generate the same text
     outputs = [(r["id"], r["output"]) for r in _lines(Path(trained["items_file"]))]
     assert outputs == [(r["id"], r["output"]) for r in _lines(Path(untrained["items_file"]))]
@@ -228,7 +228,7 @@ def test_errors_name_what_is_wrong(run_dir, data, tmp_path):
         (empty_run / "config.yaml").write_text((run_dir / "config.yaml").read_text())
         run_eval(EvalConfig(model=str(empty_run), data=[str(data["xlam"])]), log=_quiet)
     with pytest.raises(ConfigError, match="unknown bench bfcl-nope"):
-        run_eval(EvalConfig(model=str(run_dir), benches=["bfcl-nope"], output=str(tmp_path / "b.json")), log=_quiet)
+        EvalConfig(model=str(run_dir), benches=["bfcl-simple", "bfcl-nope"])
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: no evaluation items"):
         run_eval(EvalConfig(model=str(run_dir), data=[str(tmp_path / "empty.jsonl")]), log=_quiet)

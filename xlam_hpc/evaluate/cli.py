@@ -21,7 +21,12 @@ def add_eval_parser(sub: Any) -> None:
     p.add_argument("model", help="model folder (e.g. RUN/final), run directory, or with --untrained a recipe")
     p.add_argument("--data", nargs="+", default=[], metavar="PATH", help="held-out unified JSONL or shard directories")
     p.add_argument("--bench", nargs="+", default=[], metavar="NAME", help="BFCL categories, e.g. bfcl-simple")
-    p.add_argument("-o", "--output", help="results.json (default RUN_DIR/eval/results.json or ./eval-results.json)")
+    p.add_argument(
+        "-o",
+        "--output",
+        help="results.json (default RUN_DIR/eval/results.json, with --untrained RUN_DIR/eval/untrained.json, "
+        "else ./eval-results.json)",
+    )
     p.add_argument("--limit", type=int, help="first N items of each data file and bench")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=256)

@@ -45,7 +45,8 @@ class EvalConfig:
     benches: list[str] = field(default_factory=list)
     """BFCL categories (bfcl-simple, bfcl-multiple, ...)."""
     output: str | None = None
-    """results.json (default RUN_DIR/eval/results.json for a run directory, else ./eval-results.json)."""
+    """results.json (default RUN_DIR/eval/results.json for a run directory, RUN_DIR/eval/untrained.json with
+    `untrained`, else ./eval-results.json)."""
     limit: int | None = None
     """The first N items of each data file and each bench."""
     batch_size: int = 8
@@ -72,12 +73,19 @@ class EvalConfig:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        from xlam_hpc.evaluate.bfcl import BFCL_CATEGORIES
+
+        unknown = [b for b in self.benches if b not in BFCL_CATEGORIES]
+        if unknown:
+            raise ConfigError(f"unknown bench {', '.join(unknown)}: expected one of {', '.join(BFCL_CATEGORIES)}")
 
 
-def default_output(model: str) -> Path:
+def default_output(model: str, untrained: bool = False) -> Path:
+    """RUN_DIR/eval/results.json for a run directory (RUN_DIR/eval/untrained.json with `untrained`, so the
+    "before" and "after" results live side by side), else ./eval-results.json."""
     path = Path(model)
     if path.is_dir() and (path / "config.yaml").is_file():
-        return path / "eval" / "results.json"
+        return path / "eval" / ("untrained.json" if untrained else "results.json")
     return Path("eval-results.json")
 
 
@@ -102,11 +110,8 @@ def fingerprint(cfg: EvalConfig) -> str:
 def _load_items(cfg: EvalConfig) -> list[EvalItem]:
     items = items_from_unified(cfg.data, cfg.limit) if cfg.data else []
     if cfg.benches:
-        from xlam_hpc.evaluate.bfcl import BFCL_CATEGORIES, bfcl_wheel, load_bfcl
+        from xlam_hpc.evaluate.bfcl import bfcl_wheel, load_bfcl
 
-        unknown = [b for b in cfg.benches if b not in BFCL_CATEGORIES]
-        if unknown:
-            raise ConfigError(f"unknown bench {', '.join(unknown)}: expected one of {', '.join(BFCL_CATEGORIES)}")
         wheel = bfcl_wheel()
         for bench in cfg.benches:
             items += load_bfcl(bench, wheel, limit=cfg.limit)
@@ -254,7 +259,7 @@ def run_eval(
     from xlam_hpc.evaluate.generate import render_prompt, resolve_target
     from xlam_hpc.evaluate.parse import style_for_template
 
-    output = Path(cfg.output) if cfg.output else default_output(cfg.model)
+    output = Path(cfg.output) if cfg.output else default_output(cfg.model, cfg.untrained)
     target = resolve_target(cfg.model, untrained=cfg.untrained)
     items = _load_items(cfg)
     if not items:
