@@ -248,3 +248,31 @@ def test_perfect_answers_pass_bfcl_ast_checks(run_dir, tmp_path):
     assert m["n"] == 20 and m["n_irrelevance"] == 4
     assert m["parse_rate"] == m["whole_call_exact_match"] == m["ast_accuracy"] == m["irrelevance_accuracy"] == 1.0
     assert set(results["metrics"]["by_source"]) == set(benches)
+
+
+def test_lora_run_is_evaluated_with_its_base_rebuilt(recipe_path, data, tmp_path):
+    """A LoRA run's final/ is an adapter: the base comes from the run's recipe (seed), the adapter is merged.
+    Freshly initialized LoRA (B = 0) changes nothing, so the outputs are the untrained model's."""
+    import yaml
+
+    from xlam_hpc.train.export import save_tokenizer, training_template
+    from xlam_hpc.train.model import add_lora, build_model
+
+    recipe = load_recipe(recipe_path, ["train.lora={r: 4}"])
+    run = tmp_path / "lora-run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(recipe.to_dict()))
+    tok = recipe.load_tokenizer()
+    model = add_lora(
+        build_model(recipe.model, tok, seq_length=recipe.collate.seq_length, seed=recipe.seed), recipe.train.lora
+    )
+    model.save_pretrained(run / "final")
+    save_tokenizer(run / "final", tok, training_template(recipe.collate, tok), recipe.collate)
+    assert (run / "final" / "adapter_config.json").is_file() and not (run / "final" / "config.json").exists()
+    cfg = {"data": [str(data["xlam"])], "limit": 2, "max_new_tokens": TOKENS}
+    merged = run_eval(EvalConfig(model=str(run), **cfg), log=_quiet)
+    base = run_eval(EvalConfig(model=str(run), untrained=True, **cfg), log=_quiet)
+    outputs = [r["output"] for r in _lines(Path(merged["items_file"]))]
+    assert outputs == [r["output"] for r in _lines(Path(base["items_file"]))]
+    with pytest.raises(ConfigError, match="LoRA adapter without its run"):
+        run_eval(EvalConfig(model=str(run / "final"), **cfg, output=str(tmp_path / "x.json")), log=_quiet)
