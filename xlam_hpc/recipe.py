@@ -99,6 +99,7 @@ class Recipe:
             "keep_last",
             "log_interval",
             "trace_samples",
+            "report_to",
             "grace_period_s",
             # memory/speed knobs: same result (to float tolerance), and an OOM fix must be able to resume
             "micro_batch_tokens",

@@ -47,6 +47,18 @@ def test_tokenizer_model_vocab_mismatch(train_data, tmp_path, capsys):
     assert "model vocabulary (1000) is smaller than the tokenizer's (32768)" in msg
 
 
+def test_wandb_only_when_asked_and_then_installed(train_data, tmp_path, capsys):
+    """W&B is never required: asking for it without the package is one clear line, before any setup."""
+    import importlib.util
+
+    assert importlib.util.find_spec("wandb") is None  # not a dependency: TensorBoard is the default
+    recipe = write_recipe(tmp_path / "r.yaml", train_data["sft"], train={"report_to": ["tensorboard", "wandb"]})
+    assert "asks for wandb, which is not installed: pip install wandb" in _fail(
+        capsys, recipe, f"output_dir={tmp_path / 'out'}"
+    )
+    assert "unknown ['mlflow']" in _fail(capsys, recipe, "train.report_to=[mlflow]")
+
+
 def test_deepspeed_config_inconsistent_with_batch(train_data, tmp_path, capsys):
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_batch_size": 7}))

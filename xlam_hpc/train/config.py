@@ -86,6 +86,9 @@ class TrainConfig:
     eval_interval: int = 0
     """Validation loss on data.eval every this many steps and at the last step; 0 = only at the last step
     (when data.eval is set)."""
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"])
+    """Where rank 0 logs scalars besides history.jsonl: "tensorboard" (OUTPUT_DIR/tensorboard) and/or "wandb"
+    (only when asked; needs `pip install wandb` and its usual WANDB_* environment, never a key in the recipe)."""
     trace_samples: bool = False
     """Write trace/rank<R>.jsonl: one line per optimizer step {step, rank, sample_ids, loss}."""
     grace_period_s: float = 60.0
@@ -99,6 +102,9 @@ class TrainConfig:
             raise ValueError("train.max_steps, train.save_interval and train.keep_last must be >= 1")
         if self.lr <= 0:
             raise ValueError(f"train.lr must be > 0, got {self.lr}")
+        unknown = sorted(set(self.report_to) - {"tensorboard", "wandb"})
+        if unknown:
+            raise ValueError(f"train.report_to: unknown {unknown}; valid: tensorboard, wandb")
         if self.eval_interval < 0 or self.log_interval < 1:
             raise ValueError("train.eval_interval must be >= 0 and train.log_interval >= 1")
         if self.micro_batch_tokens < 1 or self.loss_chunk_tokens < 1:

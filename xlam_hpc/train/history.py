@@ -23,28 +23,60 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-class History:
-    """Rank 0's writer of history.jsonl and the TensorBoard scalars (other ranks get a no-op instance)."""
+class _Wandb:
+    """The same scalars to Weights & Biases (train.report_to: [wandb]); one W&B run per output_dir, resumed
+    across restarts. Credentials come from wandb's own environment/config, never from the recipe."""
 
-    def __init__(self, out: Path, *, enabled: bool, step: int, restart: int) -> None:
+    def __init__(self, out: Path, run_id: str) -> None:
+        import wandb
+
+        self.run = wandb.init(id=run_id, resume="allow", dir=str(out), name=out.name)
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.run.log({tag: value}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class History:
+    """Rank 0's writer of history.jsonl and the scalars of train.report_to (other ranks get a no-op)."""
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        enabled: bool,
+        step: int,
+        restart: int,
+        report_to: tuple[str, ...] = ("tensorboard",),
+        run_id: str = "",
+    ) -> None:
         self.enabled, self.restart = enabled, restart
         self._file = None
-        self._tb = None
+        self._sinks: list[Any] = []
         if not enabled:
             return
-        from torch.utils.tensorboard import SummaryWriter
-
         self._file = (out / HISTORY).open("a", encoding="utf-8")
-        # purge_step drops TensorBoard points of steps *after* the checkpoint we resumed from (written
-        # before the stop, now redone); the resumed step's own point was logged before it was saved: keep it
-        self._tb = SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None)
+        if "tensorboard" in report_to:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops TensorBoard points of steps *after* the checkpoint we resumed from (written
+            # before the stop, now redone); the resumed step's own point was logged before it was saved: keep it
+            self._sinks.append(SummaryWriter(str(out / "tensorboard"), purge_step=step + 1 if step else None))
+        if "wandb" in report_to:
+            self._sinks.append(_Wandb(out, run_id))
         self._write({"kind": "start", "step": step, "restart": restart})
-        self._tb.add_scalar("run/restarts", restart, step)
+        self._scalar("run/restarts", restart, step)
 
     def _write(self, record: dict[str, Any]) -> None:
         if self._file is not None:
             self._file.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
             self._file.flush()
+
+    def _scalar(self, tag: str, value: float, step: int) -> None:
+        for sink in self._sinks:
+            sink.add_scalar(tag, value, step)
 
     def train(self, step: int, record: dict[str, Any]) -> None:
         """A log step: loss (None = the step had no loss tokens), lr, grad_norm, tokens_per_s, tokens,
@@ -53,14 +85,13 @@ class History:
             return
         record = {**record, "loss": _finite(record.get("loss")), "grad_norm": _finite(record.get("grad_norm"))}
         self._write({"kind": "train", "step": step, **record, "restart": self.restart})
-        tb = self._tb
         for key in ("loss", "lr", "grad_norm", "tokens_per_s", "non_pad_fraction", "loss_tokens"):
             if record.get(key) is not None:
-                tb.add_scalar(f"train/{key}", record[key], step)
+                self._scalar(f"train/{key}", record[key], step)
         counts = record.get("samples_by_source") or {}
         total = sum(counts.values())
         for source, n in counts.items():
-            tb.add_scalar(f"mixture/{source}", n / total if total else 0.0, step)
+            self._scalar(f"mixture/{source}", n / total if total else 0.0, step)
 
     def eval(self, step: int, result: dict[str, Any]) -> None:
         """A validation pass: loss and tokens overall and by_source."""
@@ -68,9 +99,9 @@ class History:
             return
         self._write({"kind": "eval", "step": step, **result})
         if result["loss"] is not None:
-            self._tb.add_scalar("eval/loss", result["loss"], step)
+            self._scalar("eval/loss", result["loss"], step)
         for source, r in result.get("by_source", {}).items():
-            self._tb.add_scalar(f"eval/loss/{source}", r["loss"], step)
+            self._scalar(f"eval/loss/{source}", r["loss"], step)
 
     def stop(self, step: int, signal: str) -> None:
         self._write({"kind": "stop", "step": step, "signal": signal})
@@ -78,8 +109,8 @@ class History:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        for sink in self._sinks:
+            sink.close()
 
 
 def read_history(out: str | Path) -> list[dict[str, Any]]:

@@ -82,6 +82,11 @@ class _Run:
         from xlam_hpc.train.stepper import training_template
 
         r, t = self.recipe, self.recipe.train
+        if "wandb" in t.report_to and self.dist.rank == 0:
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise ConfigError("train.report_to asks for wandb, which is not installed: pip install wandb")
         if self.dist.rank == 0:  # a second job on the same output_dir is refused here
             self.lock = acquire_output_lock(self.out)
         runtime.configure_determinism(t.deterministic)  # before the probe initializes CUDA

@@ -35,7 +35,14 @@ def train_steps(run: Any, loader: Any, step: int, stop: StopFlag) -> int:
     if t.trace_samples:
         (run.out / "trace").mkdir(exist_ok=True)
         trace = (run.out / "trace" / f"rank{rank}.jsonl").open("a", encoding="utf-8")
-    history = History(run.out, enabled=rank == 0, step=step, restart=restart_count())
+    history = History(
+        run.out,
+        enabled=rank == 0,
+        step=step,
+        restart=restart_count(),
+        report_to=tuple(t.report_to),
+        run_id=run.recipe.fingerprint()[:16],
+    )
     run.engine.train()
     window = {"tokens": 0, "capacity": 0}
     window_start = time.monotonic()
