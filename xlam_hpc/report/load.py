@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from xlam_hpc.errors import ConfigError, DataError
+from xlam_hpc.train.history import read_history as history_records
 
 __all__ = [
     "KINDS",
@@ -72,38 +73,15 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_history(path: Path) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
-    """history.jsonl → (kind → lines, notes), as the run stands now (the trainer's own reading rule):
-    a "start" line at step S (a resume from checkpoint S) drops the "train"/"eval" lines of steps after S
-    written before it (those steps were redone), and the last line per (kind, step) wins; "start" and
-    "stop" lines are all kept, in file order. Unreadable lines are left out with a note naming file and
-    line: a process killed mid-write leaves a torn line, which the next process then continues."""
-    kept: dict[tuple[str, int], dict[str, Any]] = {}
-    events: dict[str, list[dict[str, Any]]] = {"start": [], "stop": []}
+    """history.jsonl → (kind → lines, notes), as the run stands now (the trainer's own reading,
+    xlam_hpc.train.history.read_history): "train"/"eval" sorted by step, "start"/"stop" in file order; torn
+    lines are left out with a note naming file and line."""
     notes: list[str] = []
-    if not path.is_file():
-        return {k: [] for k in KINDS}, notes
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for number, text in enumerate(lines, 1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-            kind, step = str(row["kind"]), row["step"]
-            if not isinstance(step, int) or isinstance(step, bool):
-                raise TypeError(f"step {step!r} is not an integer")
-        except (ValueError, KeyError, TypeError) as exc:
-            notes.append(f"{path}:{number}: not a history line, left out ({exc})")
-            continue
-        if kind == "start":
-            for key in [k for k in kept if k[1] > step]:
-                del kept[key]
-        if kind in events:
-            events[kind].append(row)
-        else:
-            kept[(kind, step)] = row
-    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS} | events
-    for (kind, _step), row in sorted(kept.items(), key=lambda kv: kv[0][1]):
-        out.setdefault(kind, []).append(row)
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
+    for row in history_records(path.parent, notes):
+        out.setdefault(row["kind"], []).append(row)
+    for kind in ("train", "eval"):
+        out[kind].sort(key=lambda r: r["step"])
     return out, notes
 
 

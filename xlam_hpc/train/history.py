@@ -57,7 +57,14 @@ class History:
         self._sinks: list[Any] = []
         if not enabled:
             return
-        self._file = (out / HISTORY).open("a", encoding="utf-8")
+        self._file = (out / HISTORY).open("a+", encoding="utf-8")
+        self._file.seek(0, 2)
+        if self._file.tell():  # a process killed mid-line left a torn line: end it, or our first line joins it
+            self._file.seek(self._file.tell() - 1)
+            torn = self._file.read(1) != "\n"
+            self._file.seek(0, 2)
+            if torn:
+                self._file.write("\n")
         if "tensorboard" in report_to:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -113,21 +120,27 @@ class History:
             sink.close()
 
 
-def read_history(out: str | Path) -> list[dict[str, Any]]:
+def read_history(out: str | Path, notes: list[str] | None = None) -> list[dict[str, Any]]:
     """The records of OUTPUT_DIR/history.jsonl in file order, as the run stands now: a "start" line at step S
     (a resume from checkpoint S) discards the "train"/"eval" lines of steps after S written before it (they
     were redone), and a later line of the same (kind, step) replaces the earlier one. "start"/"stop" lines
-    are all kept. A torn last line (a killed process) is ignored."""
+    are all kept. An unreadable line (torn by a killed process) is left out, with a note in `notes`."""
     path = Path(out) / HISTORY
     if not path.exists():
         return []
     kept: dict[tuple[str, int], dict[str, Any]] = {}  # insertion-ordered: file order
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
             r = json.loads(line)
-        except ValueError:
+            kind, step = str(r["kind"]), r["step"]
+            if not isinstance(step, int) or isinstance(step, bool):
+                raise TypeError(f"step {step!r} is not an integer")
+        except (ValueError, KeyError, TypeError) as exc:
+            if notes is not None:
+                notes.append(f"{path}:{n}: not a history line, left out ({exc})")
             continue
-        kind, step = r.get("kind"), r.get("step", 0)
         if kind == "start":
             for key in [k for k in kept if k[0] in ("train", "eval") and k[1] > step]:
                 del kept[key]

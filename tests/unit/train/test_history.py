@@ -43,3 +43,17 @@ def test_held_out_is_a_pure_function_of_id_fraction_and_seed():
     assert picked != [t for t in ids if held_out(t, 0.1, 1)]
     assert set(picked) <= {t for t in ids if held_out(t, 0.2, 0)}  # a larger fraction keeps the smaller split
     assert not any(held_out(t, 0.0, 0) for t in ids)
+
+
+def test_a_torn_line_does_not_swallow_the_next_process_start(tmp_path):
+    """A process killed mid-write leaves half a line; the next one must start on a line of its own."""
+    from xlam_hpc.train.history import History
+
+    (tmp_path / HISTORY).write_text(json.dumps({"kind": "start", "step": 0}) + '\n{"kind": "train", "step": 1, "lo')
+    writer = History(tmp_path, enabled=True, step=0, restart=1, report_to=())
+    writer.train(1, {"loss": 2.5, "lr": 0.1, "tokens_per_s": 1.0, "samples_by_source": {"a": 4}})
+    writer.close()
+    notes: list[str] = []
+    got = [(r["kind"], r["step"], r.get("restart")) for r in read_history(tmp_path, notes)]
+    assert got == [("start", 0, None), ("start", 0, 1), ("train", 1, 1)]
+    assert len(notes) == 1 and f"{HISTORY}:2: not a history line" in notes[0]
