@@ -276,3 +276,20 @@ def test_lora_run_is_evaluated_with_its_base_rebuilt(recipe_path, data, tmp_path
     assert outputs == [r["output"] for r in _lines(Path(base["items_file"]))]
     with pytest.raises(ConfigError, match="LoRA adapter without its run"):
         run_eval(EvalConfig(model=str(run / "final"), **cfg, output=str(tmp_path / "x.json")), log=_quiet)
+
+
+def test_items_the_template_cannot_render_are_reported_not_scored(run_dir, tmp_path):
+    import shutil
+
+    from tests.conftest import make_record, write_jsonl
+
+    folder = tmp_path / "model"
+    shutil.copytree(run_dir / "final", folder)
+    template = (folder / "chat_template.jinja").read_text()
+    refuse = '{%- for m in messages %}{% if m.role == "tool" %}{{ raise_exception("no tool results") }}{% endif %}'
+    (folder / "chat_template.jinja").write_text(refuse + "{%- endfor -%}\n" + template)
+    data = write_jsonl(tmp_path / "d.jsonl", [make_record(0, "s")])  # a call, then an answer after the result
+    cfg = EvalConfig(model=str(folder), data=[str(data)], output=str(tmp_path / "r.json"))
+    results = run_eval(cfg, log=_quiet, generate_fn=lambda items, prompts: ["" for _ in items])
+    assert results["n"] == 1 and results["skipped"][0]["id"] == "s-0#3"
+    assert "no tool results" in results["skipped"][0]["reason"]

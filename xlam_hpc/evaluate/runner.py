@@ -272,6 +272,7 @@ def run_eval(
     per_item = items_path(output)
     done = _read_done(per_item, fp, cfg.resume)
     todo = [it for it in items if it.id not in done]
+    skipped: dict[str, str] = {}
     if done:
         log(f"resuming {per_item}: {len(items) - len(todo)} of {len(items)} items already scored")
     if todo:
@@ -279,18 +280,31 @@ def run_eval(
         progress = _Progress(len(items), len(items) - len(todo), cfg.progress, log)
         try:
             for start in range(0, len(todo), cfg.batch_size):
-                batch = todo[start : start + cfg.batch_size]
-                prompts = [render_prompt(it, target.tokenizer, target.options) for it in batch]
+                batch, prompts = [], []
+                for it in todo[start : start + cfg.batch_size]:
+                    try:
+                        prompts.append(render_prompt(it, target.tokenizer, target.options))
+                        batch.append(it)
+                    except DataError as exc:  # e.g. a template refusing parallel calls in the history
+                        skipped[it.id] = str(exc)
+                if not batch:
+                    progress.update(len(todo[start : start + cfg.batch_size]))
+                    continue
                 outputs = generate(batch, prompts)
                 rows = [
                     {**score_item(it, out, style), "fingerprint": fp} for it, out in zip(batch, outputs, strict=True)
                 ]
                 _append(per_item, rows)
                 done.update((r["id"], r) for r in rows)
-                progress.update(len(batch))
+                progress.update(len(todo[start : start + cfg.batch_size]))
         finally:
             progress.close()
-    results = [done[it.id] for it in items]
+    if skipped:
+        log(
+            f"{len(skipped)} item(s) not evaluated, the chat template cannot render them; first: "
+            f"{next(iter(skipped.values()))}"
+        )
+    results = [done[it.id] for it in items if it.id in done]
     summary = {
         "model": cfg.model,
         "untrained": cfg.untrained,
@@ -300,6 +314,7 @@ def run_eval(
         "max_new_tokens": cfg.max_new_tokens,
         "n": len(results),
         "metrics": _metrics(results),
+        "skipped": [{"id": k, "reason": v} for k, v in skipped.items()],
         "items_file": str(per_item),
         "fingerprint": fp,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
