@@ -293,3 +293,4 @@ def test_items_the_template_cannot_render_are_reported_not_scored(run_dir, tmp_p
     results = run_eval(cfg, log=_quiet, generate_fn=lambda items, prompts: ["" for _ in items])
     assert results["n"] == 1 and results["skipped"][0]["id"] == "s-0#3"
     assert "no tool results" in results["skipped"][0]["reason"]
+    assert "1 item(s) not evaluated" in (tmp_path / "r.md").read_text()

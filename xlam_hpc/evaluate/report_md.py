@@ -52,6 +52,9 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         *_table("group", [("overall", metrics["overall"])]),
     ]
+    skipped = results.get("skipped") or []
+    if skipped:
+        lines.insert(3, f"{len(skipped)} item(s) not evaluated (the chat template cannot render them).")
     for title, key in (("source", "by_source"), ("category", "by_category")):
         groups = metrics.get(key) or {}
         if groups:
