@@ -139,7 +139,8 @@ def _wait_for_lines(path: Path, proc: subprocess.Popen, timeout: float = 180.0) 
 
 def test_killed_eval_resumes_where_it_stopped(run_dir, data, tmp_path):
     paths = [str(data["glaive"]), str(data["xlam"])]
-    args = ["--data", *paths, "--limit", "4", "--batch-size", "1", "--max-new-tokens", "8", "--no-progress"]
+    # batches of 2: the resumed eval must generate each remaining item in the batch it had in the whole run
+    args = ["--data", *paths, "--limit", "4", "--batch-size", "2", "--max-new-tokens", "8", "--no-progress"]
     out = tmp_path / "results.json"
     items_file = tmp_path / "results.items.jsonl"
     cmd = [sys.executable, "-m", "xlam_hpc", "eval", str(run_dir), *args, "-o", str(out)]
@@ -160,7 +161,7 @@ def test_killed_eval_resumes_where_it_stopped(run_dir, data, tmp_path):
 
     whole = run_eval(
         EvalConfig(
-            model=str(run_dir), data=paths, limit=4, batch_size=1, max_new_tokens=8, output=str(tmp_path / "w.json")
+            model=str(run_dir), data=paths, limit=4, batch_size=2, max_new_tokens=8, output=str(tmp_path / "w.json")
         ),
         log=_quiet,
     )

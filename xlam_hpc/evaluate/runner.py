@@ -279,16 +279,21 @@ def run_eval(
         generate = generate_fn or _generator(cfg, target, log)
         progress = _Progress(len(items), len(items) - len(todo), cfg.progress, log)
         try:
-            for start in range(0, len(todo), cfg.batch_size):
+            # fixed batches of the whole item list: a resumed eval generates each remaining item in the same
+            # batch (same padding) as an uninterrupted one would, so its outputs are the same
+            for start in range(0, len(items), cfg.batch_size):
+                chunk = [it for it in items[start : start + cfg.batch_size] if it.id not in done]
+                if not chunk:
+                    continue
                 batch, prompts = [], []
-                for it in todo[start : start + cfg.batch_size]:
+                for it in chunk:
                     try:
                         prompts.append(render_prompt(it, target.tokenizer, target.options))
                         batch.append(it)
                     except DataError as exc:  # e.g. a template refusing parallel calls in the history
                         skipped[it.id] = str(exc)
                 if not batch:
-                    progress.update(len(todo[start : start + cfg.batch_size]))
+                    progress.update(len(chunk))
                     continue
                 outputs = generate(batch, prompts)
                 rows = [
@@ -296,7 +301,7 @@ def run_eval(
                 ]
                 _append(per_item, rows)
                 done.update((r["id"], r) for r in rows)
-                progress.update(len(todo[start : start + cfg.batch_size]))
+                progress.update(len(chunk))
         finally:
             progress.close()
     if skipped:
