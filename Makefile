@@ -79,7 +79,8 @@ bench: install
 	@for b in bench/*.py; do echo "== $$b" >&2; $(BIN)/python $$b; done
 
 lock: $(BIN)/python
-	$(PIP) freeze --exclude-editable | sed 's/+cpu$$//' | sort -f > $(CONSTRAINTS).new
+	# bfcl-eval is downloaded as data, never installed: carry its pin over
+	{ $(PIP) freeze --exclude-editable | sed 's/+cpu$$//'; grep '^bfcl-eval==' $(CONSTRAINTS); } | sort -f > $(CONSTRAINTS).new
 	@echo "wrote $(CONSTRAINTS).new; review and move it over $(CONSTRAINTS)"
 
 cluster-up:
