@@ -106,6 +106,8 @@ RUN --mount=type=cache,target=/root/.cache/pip,sharing=locked \
         eval "[ -n \"\${$v:-}\" ]" || unset "$v"; \
     done; \
     /opt/xlam-hpc/bin/python -m pip install --no-deps --constraint /opt/xlam-hpc/constraints.txt /src; \
+    # BFCL benchmark data for `xlam-hpc eval --bench` on offline nodes: the bfcl-eval wheel, read as a zip, not installed
+    /opt/xlam-hpc/bin/python -m pip download -q --no-deps -d /opt/xlam-hpc/share/bfcl "$(grep -i '^bfcl-eval==' constraints.txt)"; \
     if /opt/xlam-hpc/bin/python -m pip check 2>&1 | grep -i '^xlam-hpc '; then \
         echo "ERROR: xlam-hpc's requirements are not met (pip check above)" >&2; exit 1; \
     fi; \

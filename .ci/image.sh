@@ -180,6 +180,9 @@ smoke() {
         python -c "import sys, torch, xlam_hpc
 assert not torch.__file__.startswith(sys.prefix), (\"torch from the venv\", torch.__file__)
 print(\"image: uid\", __import__(\"os\").getuid(), \"torch\", torch.__version__, torch.__file__, \"xlam_hpc\", xlam_hpc.__version__)"' >&2
+    out=$(run python -c "from xlam_hpc.evaluate.bfcl import bfcl_wheel, load_bfcl; w = bfcl_wheel(); print(w, len(load_bfcl('bfcl-simple', w)))")
+    echo "image: BFCL data -> $out" >&2
+    [[ $out == "/opt/xlam-hpc/share/bfcl/"*" 400" ]] || { echo "image: BFCL data not shipped in the image" >&2; exit 1; }
     # the demo's short training inside the image: convert, shard, 3 SFT steps on the local executor
     out=$(run xlam-hpc demo --output-dir /tmp/xlam-demo --steps 3 2>&1) || { echo "$out" >&2; echo "image: demo failed" >&2; exit 1; }
     grep -q "checkpoint   /tmp/xlam-demo/run/checkpoint-3" <<<"$out" || { echo "$out" >&2; echo "image: demo did not save checkpoint-3" >&2; exit 1; }

@@ -41,6 +41,7 @@ def test_image_runs_version_and_demo_training(image):
     import xlam_hpc
 
     assert f"xlam-hpc --version -> xlam-hpc {xlam_hpc.__version__}" in log
+    assert "image: BFCL data -> /opt/xlam-hpc/share/bfcl/" in log  # eval --bench works offline in the image
     assert "image: demo training inside the image finished" in log and "'step': 3" in log
     assert "torch 2.13.0" in log and "/opt/xlam-hpc" not in log.split("torch 2.13.0", 1)[1].split("\n", 1)[0]
 

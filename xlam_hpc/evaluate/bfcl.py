@@ -93,12 +93,15 @@ def bfcl_wheel(cache_dir: str | Path | None = None) -> Path:
             raise ConfigError(f"XLAM_HPC_BFCL_WHEEL={env}: no such file")
         return Path(env)
     version = pinned_version()
-    folders = [Path(cache_dir)] if cache_dir is not None else [_REPO / ".cache" / "bfcl", user_cache_dir() / "bfcl"]
+    shipped = Path(sys.prefix) / "share" / "bfcl"  # the container image's copy (Dockerfile)
+    folders = (
+        [Path(cache_dir)] if cache_dir is not None else [_REPO / ".cache" / "bfcl", shipped, user_cache_dir() / "bfcl"]
+    )
     for folder in folders:
         found = _cached(folder, version)
         if found is not None:
             return found
-    target = folders[0] if cache_dir is not None else folders[1]
+    target = folders[0] if cache_dir is not None else folders[-1]
     target.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(target), f"bfcl-eval=={version}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
