@@ -147,7 +147,9 @@ def load_model(target: Target, device: str) -> Any:
         else:
             dtype = torch.float32 if device == "cpu" else "auto"
             try:
-                model = AutoModelForCausalLM.from_pretrained(target.folder, dtype=dtype)
+                # on a GPU, weights go straight to it (a 7B model is not staged in host RAM first)
+                placement = {} if device == "cpu" else {"device_map": device}
+                model = AutoModelForCausalLM.from_pretrained(target.folder, dtype=dtype, **placement)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"{target.folder}: cannot load the model ({exc})") from None
     return model.to(device).eval()
