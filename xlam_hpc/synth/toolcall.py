@@ -80,49 +80,116 @@ class Tool:
         return FunctionSpec(name=self.name, description=self.description, parameters=parameters)
 
 
+# fmt: off
+_CITIES = (
+    "Paris", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Dublin", "Oslo", "Stockholm",
+    "Helsinki", "Athens", "Cairo", "Nairobi", "Lagos", "Tokyo", "Osaka", "Seoul", "Beijing", "Mumbai", "Delhi",
+    "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland", "Toronto", "Montreal", "Chicago",
+    "Boston", "Denver", "Seattle", "Miami", "Lima", "Bogota", "Santiago", "Quito", "Havana", "Zurich", "Geneva",
+    "Porto", "Krakow", "Tunis", "Accra", "Marseille", "Lyon", "Munich", "Hamburg", "Milan", "Naples", "Seville",
+    "Valencia", "Bergen", "Riga", "Tallinn", "Vilnius", "Sofia", "Bucharest", "Budapest", "Zagreb", "Belgrade",
+    "Istanbul", "Ankara", "Tehran", "Dubai", "Doha", "Karachi", "Lahore", "Dhaka", "Kathmandu", "Colombo", "Chennai",
+    "Kolkata", "Taipei", "Busan", "Kyoto", "Sapporo", "Perth", "Brisbane", "Adelaide", "Wellington", "Vancouver",
+    "Calgary", "Ottawa", "Houston", "Dallas", "Phoenix", "Atlanta", "Portland", "Austin", "Detroit", "Caracas",
+    "Montevideo", "Asuncion", "La Paz", "Cusco", "Recife", "Salvador", "Kampala", "Kigali", "Dakar", "Casablanca",
+    "Algiers", "Luanda", "Harare", "Lusaka", "Maputo", "Windhoek", "Addis Ababa",
+)
+_PEOPLE = (
+    "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Laura", "Marco",
+    "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe",
+    "Anya", "Bruno", "Chloe", "Diego", "Emeka", "Freya", "Gustav", "Hana", "Ivan", "Julia", "Kenji", "Lina", "Mateo",
+    "Noor", "Oscar", "Paula", "Rafael", "Sonia", "Tomas", "Ursula", "Vera", "Walter", "Yara", "Zane", "Amara",
+    "Boris", "Celine", "Dario", "Esther", "Felix", "Greta", "Hassan", "Ingrid", "Jonas",
+)
+_ADJECTIVES = (
+    "Blue", "Golden", "Red", "Green", "Silver", "Little", "Old", "Happy", "Hungry", "Smoky", "Rustic", "Royal",
+    "Sunny", "Wild", "Lucky", "Quiet", "Copper", "Coral", "Velvet", "Crimson",
+)
+_NOUNS = (
+    "Harbor", "Lantern", "Fig", "Olive", "Lotus", "Oak", "Fox", "Barrel", "Garden", "Kitchen", "Table", "Spoon",
+    "Anchor", "Tavern", "Bistro", "Grill",
+)
+_TODO_VERBS = (
+    "buy", "fix", "clean", "return", "order", "renew", "paint", "sort", "book", "check",
+)
+_TODO_OBJECTS = (
+    "the bike", "printer ink", "the garage", "library books", "the passport", "the fence", "the closet",
+    "a dentist visit", "the car tires", "new curtains", "the smoke alarm", "the gutters", "a birthday cake",
+    "the lawn mower", "the heater", "train tickets",
+)
+# fmt: on
 POOLS: dict[str, tuple[str, ...]] = {
-    "city": (
-        "Paris", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Dublin", "Oslo",
-        "Stockholm", "Helsinki", "Athens", "Cairo", "Nairobi", "Lagos", "Tokyo", "Osaka", "Seoul", "Beijing",
-        "Mumbai", "Delhi", "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland", "Toronto",
-        "Montreal", "Chicago", "Boston", "Denver", "Seattle", "Miami", "Lima", "Bogota", "Santiago", "Quito",
-        "Havana", "Zurich", "Geneva", "Porto", "Krakow", "Tunis", "Accra", "Marseille",
-    ),
-    "person": (
-        "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Laura",
-        "Marco", "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena",
-        "Yusuf", "Zoe", "Anya", "Bruno", "Chloe", "Diego", "Emeka", "Freya", "Gustav", "Hana", "Ivan", "Julia",
-    ),
-    "restaurant": (
-        "Blue Harbor", "Casa Verde", "The Copper Pot", "Golden Lotus", "Olive Grove", "Red Lantern",
-        "Salt and Pepper", "The Green Fig", "Little Saigon", "Bella Notte", "Spice Route", "The Oak Room",
-        "Sakura House", "El Toro", "Le Petit Four", "Harbor Grill", "Maple Diner", "Sunset Taverna",
-        "The Hungry Fox", "Jade Garden", "Pasta Fresca", "Smoky Barrel", "Coral Kitchen", "Fig and Vine",
-    ),
+    "city": _CITIES,
+    "person": _PEOPLE,
+    "restaurant": tuple(f"{a} {n}" for a in _ADJECTIVES for n in _NOUNS),
     "message": (
-        "running ten minutes late", "call me when you land", "the meeting moved to Friday", "dinner is ready",
-        "happy birthday", "can you pick up milk", "I left the keys at home", "see you at the gym",
-        "the report is done", "please water the plants", "bring the charger", "the train is delayed",
-        "lunch at noon", "thanks for the help", "I will be home soon", "check your email", "the package arrived",
-        "good luck today", "meet me at the station", "do not forget the tickets", "the car is fixed",
+        "running ten minutes late",
+        "call me when you land",
+        "the meeting moved to Friday",
+        "dinner is ready",
+        "happy birthday",
+        "can you pick up milk",
+        "I left the keys at home",
+        "see you at the gym",
+        "the report is done",
+        "please water the plants",
+        "bring the charger",
+        "the train is delayed",
+        "lunch at noon",
+        "thanks for the help",
+        "I will be home soon",
+        "check your email",
+        "the package arrived",
+        "good luck today",
+        "meet me at the station",
+        "do not forget the tickets",
+        "the car is fixed",
         "movie starts at eight",
+        "the cat is fed",
+        "call the bank",
+        "pizza is on the way",
+        "the door is open",
+        "I got the job",
+        "rain is coming",
+        "send me the photos",
+        "we won the game",
     ),
-    "todo": (
-        "buy groceries", "renew passport", "pay electricity bill", "book dentist appointment", "clean the garage",
-        "finish tax return", "call the plumber", "return library books", "plan weekend trip", "update resume",
-        "fix the bike", "order printer ink", "water the garden", "back up laptop", "cancel old subscription",
-        "write thank-you notes", "schedule car service", "sort the closet", "paint the fence", "learn ten verbs",
-        "defrost the freezer",
-    ),
+    "todo": tuple(f"{v} {o}" for v in _TODO_VERBS for o in _TODO_OBJECTS),
     "label": (
-        "pasta", "laundry", "workout", "tea", "study break", "pizza", "meditation", "nap", "cookies",
-        "parking meter", "rice", "eggs", "stretching", "focus session", "bread", "oven", "phone call", "yoga",
+        "pasta",
+        "laundry",
+        "workout",
+        "tea",
+        "study break",
+        "pizza",
+        "meditation",
+        "nap",
+        "cookies",
+        "parking meter",
+        "rice",
+        "eggs",
+        "stretching",
+        "focus session",
+        "bread",
+        "oven",
+        "phone call",
+        "yoga",
+        "coffee",
+        "homework",
+        "reading",
+        "soup",
+        "plank",
+        "piano practice",
+        "cake",
+        "steak",
+        "email check",
+        "run",
     ),
-    "ticker": (
-        "AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA", "META", "IBM", "ORCL", "INTC", "AMD", "NFLX", "UBER",
-        "SHOP", "SAP", "ADBE", "CSCO", "PYPL", "QCOM", "SONY", "BABA", "DIS", "NKE", "KO", "PEP", "WMT", "XOM",
+    "ticker": tuple(
+        "".join(chr(65 + int(c)) for c in row) for row in np.random.default_rng(1234).integers(0, 26, size=(300, 4))
     ),
 }  # fmt: skip
+"""Free string values. Large pools make copying from the request the only way to get a value right."""
 
 CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD")
 CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy", "foggy")
@@ -215,7 +282,7 @@ TOOLS: tuple[Tool, ...] = (
         "Reserve a table at a restaurant.",
         (
             Param("restaurant", "string", "Restaurant name", "restaurant"),
-            Param("guests", "integer", "Number of guests", "1..12"),
+            Param("guests", "integer", "Number of guests", "1..20"),
             Param(
                 "outdoor",
                 "boolean",
@@ -303,7 +370,7 @@ TOOLS: tuple[Tool, ...] = (
         "set_timer",
         "Start a countdown timer.",
         (
-            Param("minutes", "integer", "Duration in minutes", "1..90"),
+            Param("minutes", "integer", "Duration in minutes", "1..120"),
             Param("label", "string", "Timer name", "label"),
         ),
         (
