@@ -176,7 +176,7 @@ def toolcall_recipe(out: Path, *, steps: int | None = None, ranks: int = 1) -> d
             },
         },
         "train": {
-            "max_steps": steps or 300,
+            "max_steps": steps or 400,
             "lr": 3.0e-3,
             "warmup_steps": 20,
             "schedule": "cosine",
@@ -235,7 +235,7 @@ def run_toolcall_demo(
     steps: int | None = None,
     ranks: int = 1,
     seed: int = 0,
-    train: int = 4000,
+    train: int = 8000,
     heldout: int = 100,
     log: Any = print,
 ) -> dict[str, Any]:

@@ -18,7 +18,7 @@ def add_synth_parser(sub: Any) -> None:
     )
     t.add_argument("-o", "--output-dir", required=True, metavar="DIR")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--train", type=int, default=4000, help="training records (default 4000)")
+    t.add_argument("--train", type=int, default=8000, help="training records (default 8000)")
     t.add_argument("--heldout", type=int, default=200, help="held-out records (default 200)")
     t.set_defaults(handler=_cmd_toolcall)
 

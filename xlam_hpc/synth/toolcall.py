@@ -617,7 +617,7 @@ def toolcall_records(seed: int, split: str, n: int) -> list[Trajectory]:
     return [_record(sides[split], i, rng) for i in range(n)]
 
 
-def write_toolcall_dataset(out_dir: str | Path, *, seed: int = 0, train: int = 4000, heldout: int = 200) -> dict:
+def write_toolcall_dataset(out_dir: str | Path, *, seed: int = 0, train: int = 8000, heldout: int = 200) -> dict:
     """Write OUT_DIR/train.jsonl and OUT_DIR/heldout.jsonl; returns {"train", "heldout"} paths, counts by
     kind, and the seed."""
     out = Path(out_dir)
