@@ -508,8 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--toolcall",
         action="store_true",
-        help="the demo that visibly learns: synthetic tool-calling data, held-out eval before and after training, "
-        "report (~10 min on 2 CPU cores)",
+        help="synthetic tool-calling data, held-out eval before and after training, report (~10 min on 2 CPU "
+        "cores; docs/benchmarks.md: toolcall-demo)",
     )
     p.add_argument("--seed", type=int, default=0, help="--toolcall: seed of the synthetic data")
     p.set_defaults(handler=_cmd_demo)

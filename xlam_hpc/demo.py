@@ -5,9 +5,10 @@ launcher (submitit's local executor) → a few held-out items evaluated → repo
 checkpoint, trace, logs, evaluation and report are. Needs no network, no GPU and no Slurm; the container
 smoke test runs it inside the image too.
 
-`xlam-hpc demo --toolcall`: a demo that visibly learns. Synthetic function-calling data (xlam_hpc.synth) →
-shard → the untrained model evaluated on held-out requests (phrasings and values never trained on) → SFT →
-the trained model evaluated on the same items → report, and a before/after table. ~10 minutes on 2 CPU cores.
+`xlam-hpc demo --toolcall`: synthetic function-calling data (xlam_hpc.synth) → shard → the untrained model
+evaluated on held-out requests (phrasings and values never trained on) → SFT → the trained model evaluated on
+the same items → report, and a before/after table. ~10 minutes on 2 CPU cores; what it learns at that budget
+(call syntax and tool choice, not yet argument copying) is in docs/benchmarks.md, toolcall-demo.
 """
 
 from __future__ import annotations
