@@ -111,7 +111,6 @@ def run_demo(output_dir: str | Path, *, steps: int = 30, ranks: int = 1, log: An
         "tensorboard": str(run / "tensorboard"),
         "metrics": json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {},
     }
-    _log_tail(where["logs"], log)
     log("== eval: the first 8 items of the converted data (greedy, 16 new tokens: the pipeline, not a score)")
     results = run_eval(
         EvalConfig(model=str(run), data=[str(out / "data" / "sft.jsonl")], limit=8, max_new_tokens=16, progress=False),
@@ -127,15 +126,6 @@ def run_demo(output_dir: str | Path, *, steps: int = 30, ranks: int = 1, log: An
     for key, value in where.items():
         log(f"   {key:12s} {value}")
     return where
-
-
-def _log_tail(logs: str, log: Any) -> None:
-    rank0 = sorted(Path(logs).glob("*_0_log.err"))
-    if rank0:
-        lines = [x for x in rank0[-1].read_text(errors="replace").splitlines() if "xlam_hpc." in x]
-        log("   training log (rank 0, last lines):")
-        for line in lines[-4:]:
-            log("     " + line)
 
 
 def _pct(value: float | None) -> str:
@@ -292,7 +282,6 @@ def run_toolcall_demo(
     t0 = time.monotonic()
     jobs = submit_run(recipe, cluster="local", wait=True, log=sub)
     train_s = time.monotonic() - t0
-    _log_tail(str(jobs[-1].paths.folder), log)
     log("== eval the trained model on the same items (after)")
     after = evaluate(untrained=False)
     log("== report")
