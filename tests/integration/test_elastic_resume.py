@@ -78,11 +78,20 @@ def test_resume_with_another_world_size(case, train_data, tmp_path):
 
     wa, wb = final_weights(full), final_weights(cut)
     assert wa.keys() == wb.keys()
-    for k in wa:
-        assert torch.allclose(wa[k].float(), wb[k].float(), rtol=1e-4, atol=1e-5), k
-    # The tolerance is far below what the resumed steps changed (weights at the cut, from the conversion).
+    # Per tensor, the weights differ by far less than the resumed steps moved them (from the weights at the
+    # cut): lost Adam moments would change those updates by about their own size. An absolute tolerance is
+    # the wrong scale here: Adam turns the last-bit differences of a near-zero gradient summed in another
+    # order into differences of a few percent of lr (measured: 2.5% of the move, 5e-5 at lr 1e-3).
     at_cut = _universal_weights(cut / f"checkpoint-{CUT}")
-    moved = max((wa[k].float().flatten() - at_cut[k]).abs().max().item() for k in wa if k in at_cut)
+    moved = 0.0
+    for k in wa:
+        diff = (wa[k].float() - wb[k].float()).abs().max().item()
+        if k in at_cut:
+            step = (wa[k].float().flatten() - at_cut[k]).abs().max().item()
+            moved = max(moved, step)
+            assert diff <= 0.1 * step + 1e-7, (k, diff, step)
+        else:
+            assert diff <= 1e-5, (k, diff)
     assert moved > 1e-4
 
     info = ensure_universal(cut / f"checkpoint-{CUT}", Collectives())  # a later resume reuses the conversion
