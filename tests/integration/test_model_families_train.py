@@ -94,7 +94,10 @@ def _check_trained(out: Path, steps: int) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["step"] == steps and math.isfinite(metrics["final_loss"])
     losses = [json.loads(x)["loss"] for x in (out / "trace" / "rank0.jsonl").read_text().splitlines()]
-    assert len(losses) == steps and all(math.isfinite(v) for v in losses)
+    assert len(losses) == steps and all(math.isfinite(v) for v in losses if v is not None)
+    # a step whose every sample the template refused has no loss (not 0), and the refusals are reported
+    assert metrics["steps_without_loss_tokens"] == losses.count(None) < steps
+    assert not losses.count(None) or sum(metrics["samples_dropped"].values()) > 0
     assert json.loads((out / "FINISHED").read_text())["step"] == steps
     assert (out / "final" / "model.safetensors").is_file()
 

@@ -156,7 +156,8 @@ def _write_metrics(run: Any, step: int, loader: Any) -> None:
     last = [loss for _, loss in run.history[-10:]]
     # over the whole run (every process since step 0), as history.jsonl stands
     rates = [r["tokens_per_s"] for r in read_history(run.out) if r["kind"] == "train"] or run.rates
-    dropped = {k: v for k, v in loader.stats.items() if k.startswith("dropped")}
+    # overlong or untrainable (dropped_*) and refused by the chat template (rejected_*): never trained on
+    dropped = {k: v for k, v in loader.stats.items() if k.startswith(("dropped", "rejected"))}
     if run.empty_steps:
         log.warning(
             "%d step(s) had no loss tokens (every sample dropped: %s): they trained nothing; raise "
