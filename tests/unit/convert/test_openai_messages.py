@@ -91,7 +91,11 @@ def test_sniff_leaves_react_text_chats_and_other_formats_alone():
     assert OpenAIMessages.sniff(fireact) < 0.5
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     assert OpenAIMessages.sniff(chat) == 0.4
-    assert OpenAIMessages.sniff({**chat, "label": True}) < 0.4  # KTO
+    assert OpenAIMessages.sniff({**chat, "label": True}) == 0.6  # KTO: claimed, then rejected (kto_unsupported)
+    # messages under another key: lower than under `messages`, below the environment converters
+    assert OpenAIMessages.sniff({"dialog": chat["messages"]}) == 0.3
+    assert OpenAIMessages.sniff({"traj": chat["messages"], "tools": []}) == 0.7
+    assert OpenAIMessages.sniff({"chosen": chat["messages"], "rejected": chat["messages"]}) == 0.0
     v1 = {"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}]}]}
     assert OpenAIMessages.sniff(v1) == 0.0
     assert OpenAIMessages.sniff({"conversations": [{"from": "human", "value": "hi"}]}) == 0.0
