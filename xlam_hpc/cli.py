@@ -536,10 +536,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) is seen here, not at interpreter exit
+        return code
     except XlamError as exc:
         print(f"xlam-hpc {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"xlam-hpc {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout closed the pipe (`xlam-hpc inspect DIR | head`): stop quietly, as `cat` does.
+        # Python's recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so the final flush at
+        # exit cannot raise again, and exit 128 + SIGPIPE.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
