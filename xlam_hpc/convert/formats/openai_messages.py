@@ -146,7 +146,10 @@ def renumber_call_ids(turns: list[Turn], meta: dict[str, Any]) -> None:
 
 class OpenAIMessages(Converter):
     name = "openai"
-    description = "OpenAI chat messages with tool_calls/tool (or legacy function_call/function) turns"
+    description = (
+        "OpenAI chat messages (under `messages` or any key, --messages-key) with tool_calls/tool or legacy "
+        "function_call/function turns"
+    )
     default_source = "openai-messages"
 
     def __init__(self, source: str | None = None, messages_key: str | None = None) -> None:
