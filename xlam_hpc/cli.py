@@ -321,10 +321,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         task = f"task {r['task']:>3} " if "task" in r else ""
+        jobs = f" over {r['jobs']} jobs" if r.get("jobs", 0) > 1 else ""  # resubmissions: the run's totals
         print(
-            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']} {r['budget_line']} "
+            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']}{jobs} {r['budget_line']} "
             f"checkpoint {r['last_checkpoint_step']} loss {r['final_loss']}  {r['output_dir']}  logs {r['logs']}"
         )
+        if r.get("cause"):
+            c = r["cause"]
+            print(f"    last failure: rank {c['rank']}: {c['line']}  (log {c['log']})")
     from pathlib import Path
 
     if (Path(args.directory) / "sweep.json").exists():
