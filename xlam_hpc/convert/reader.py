@@ -96,19 +96,32 @@ def check_text_file(path: Path) -> None:
     how = "convert it to UTF-8 first, e.g. iconv -f {enc} -t UTF-8 IN > OUT"
     if head.startswith(b"\x1f\x8b"):
         raise DataError(f"{path}: file is gzip-compressed; decompress it first (gunzip -k {path.name})")
+    if head[257:262] == b"ustar":
+        raise DataError(f"{path}: a tar archive (a shard?), not JSON/JSONL text")
     nul = head.find(b"\x00")
     if nul >= 0:
-        # JSON is mostly ASCII: UTF-16/32 puts NUL bytes between (or around) its characters
-        bom = head.startswith((b"\xff\xfe", b"\xfe\xff"))
-        sample = head[2:258] if bom else head[:256]
-        wide = sample[1::2].count(0) > len(sample) // 4 or sample[0::2].count(0) > len(sample) // 4
-        if wide:
-            enc = "UTF-32" if sample.count(b"\x00\x00\x00") > len(sample) // 8 else "UTF-16"
-            if not bom:  # iconv reads BOM-less UTF-16/32 as big-endian: name the byte order
-                enc += "LE" if sample[1::2].count(0) > sample[0::2].count(0) else "BE"
-            mark = "byte-order mark" if bom else "NUL bytes between ASCII characters, no byte-order mark"
+        enc = _wide_encoding(head)
+        if enc is not None:
+            mark = "byte-order mark" if enc in ("UTF-16", "UTF-32") else "NUL bytes between ASCII characters"
             raise DataError(f"{path}: file is {enc} text ({mark}), not UTF-8; " + how.format(enc=enc))
         raise DataError(f"{path}: binary file (NUL byte at byte {nul}), not JSON/JSONL text")
+
+
+def _wide_encoding(head: bytes) -> str | None:
+    """'UTF-16', 'UTF-32' (byte-order mark), 'UTF-16LE', ... (JSON is mostly ASCII, so UTF-16/32 text without
+    a mark has NUL bytes at fixed places in every 2/4 bytes), else None (binary)."""
+    if head.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    s = head[: min(len(head), 512) // 4 * 4]
+    if not s:
+        return None
+    for enc, zero in (("UTF-32LE", (1, 2, 3)), ("UTF-32BE", (0, 1, 2)), ("UTF-16LE", (1, 3)), ("UTF-16BE", (0, 2))):
+        share = [s[k::4].count(0) / len(s[k::4]) for k in range(4)]
+        if all(share[k] >= 0.7 for k in zero) and all(share[k] <= 0.3 for k in range(4) if k not in zero):
+            return enc
+    return None
 
 
 class _Located:

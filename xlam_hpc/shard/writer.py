@@ -284,7 +284,7 @@ def write_shards(
                         continue
                     except RecordInvalid as exc:
                         reason, message = exc.reason, str(exc)
-                        if reason == "invalid_json" and isinstance(item.obj, bytes):
+                        if reason in ("invalid_json", "invalid_utf8") and isinstance(item.obj, bytes):
                             reason, message = explain_json_error(item.obj)
                             message = message or str(exc)
                         elif _is_raw(item.obj):
