@@ -45,6 +45,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         rejects=args.rejects,
         summary=args.summary,
         progress=not args.no_progress,
+        glob=args.glob,
+        overwrite=args.overwrite,
     )
     summary = convert_files(cfg, log=lambda msg: print(msg, file=sys.stderr))
     s = summary.to_dict()
@@ -53,7 +55,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']} ({reasons}), "
         f"below --min-score {s['filtered_min_score']}, duplicates removed {s['duplicates_removed']}"
     )
-    print(f"output {cfg.output}\nrejects {cfg.rejects_path()}\nsummary {cfg.summary_path()}")
+    print(f"{summary.balance_line()}; tools inferred {summary.tools_inferred}")
+    for kind, path in summary.outputs.items():
+        print(f"output {path}" + (f" ({kind})" if len(summary.outputs) > 1 else ""))
+    print(f"rejects {cfg.rejects_path()}\nsummary {cfg.summary_path()}")
     if summary.converted == 0:
         print("error: nothing converted", file=sys.stderr)
         return 1
@@ -391,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="raw agent datasets → validated unified JSONL")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or directories (read recursively, see --glob)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
     p.add_argument("--format", default="auto", help="input format (see `xlam-hpc formats`), default: auto-detect")
     p.add_argument("--source", help="override the source name of every record")
@@ -403,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
     p.add_argument("--summary", help="summary JSON (default OUT.summary.json)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--glob", help="files of a directory INPUT to read, e.g. '*_DFS_*.json' (default *.json, *.jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.jsonl (refused otherwise)")
     p.set_defaults(handler=_cmd_convert)
 
     p = sub.add_parser("shard", help="unified JSONL → WebDataset tar shards + manifest")

@@ -196,6 +196,11 @@ def convert_trailing_garbage_line(tmp):
     return _convert_reject(tmp, _xlam_record("1") + " }", "invalid_json", "Extra data")
 
 
+@case
+def convert_line_not_an_object(tmp):
+    return _convert_reject(tmp, "[1, 2, 3]", "not_an_object", "expected a JSON object, got list")
+
+
 def _array_reject(tmp: Path, bad: str, reason: str, message: str) -> Reject:
     inp = _glaive_array(tmp, bad)
     argv, out, rej = _convert(tmp, inp, "--format", "sharegpt")
@@ -464,6 +469,22 @@ def stream_shards_is_a_jsonl_file(tmp):
 def stream_shards_missing(tmp):
     p = _recipe(tmp, data__shards=[str(tmp / "no-shards")])
     return Error(_stream(p), [str(tmp / "no-shards"), "not a shard directory"])
+
+
+@case
+def stream_resume_state_invalid_json(tmp):
+    state = tmp / "state.json"
+    state.write_text('{"version": 1, "seed"', encoding="utf-8")
+    argv = [*_stream(_recipe(tmp)), "--resume", str(state)]
+    return Error(argv, [str(state), "cannot read loader state", "line 1 column 22"])
+
+
+@case
+def stream_resume_state_is_a_directory(tmp):
+    state = tmp / "state"
+    state.mkdir()
+    argv = [*_stream(_recipe(tmp)), "--resume", str(state)]
+    return Error(argv, [str(state), "cannot read loader state", "Is a directory"])
 
 
 @case

@@ -363,7 +363,8 @@ _RAW_HINT = "shard reads unified records: run `xlam-hpc convert` on the raw file
 def _is_raw(obj: Any) -> bool:
     """A record without the unified keys: raw dataset input given to `shard` instead of `convert`."""
     if isinstance(obj, bytes):
-        return b'"unique_trajectory_id"' not in obj and b'"conversation"' not in obj
+        is_object = obj.lstrip().startswith(b"{")
+        return is_object and b'"unique_trajectory_id"' not in obj and b'"conversation"' not in obj
     return isinstance(obj, dict) and "unique_trajectory_id" not in obj and "conversation" not in obj
 
 

@@ -17,7 +17,8 @@ def test_sample_converts(tmp_path, fmt):
     assert (summary.read, summary.converted, summary.num_rejected) == (3, 3, 0)
     assert summary.files[str(SAMPLE)]["format"] == "openai"
     parallel, plain, legacy = recs
-    assert parallel["unique_trajectory_id"] == "oa-parallel-1"
+    assert parallel["unique_trajectory_id"] == "openai-messages---openai_sample---oa-parallel-1"  # namespaced
+    assert parallel["meta"]["original_id"] == "oa-parallel-1"
     assert parallel["task_instruction"] == "You are a travel assistant. Use the tools when needed."
     assert [t["name"] for t in parallel["tools"]] == ["get_weather", "get_time"]
     calls = parallel["conversation"][1]["tool_calls"]
@@ -67,7 +68,7 @@ def test_malformed_records_are_rejected(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     summary, recs, rejects = run_convert(tmp_path, [path], "openai")
     assert (summary.read, summary.converted) == (7, 1)
-    assert recs[0]["unique_trajectory_id"] == "oa-parallel-1"
+    assert recs[0]["unique_trajectory_id"] == "openai-messages---bad---oa-parallel-1"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "missing_key"),
         ("line 3", "invalid_arguments_json"),
