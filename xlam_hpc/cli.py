@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -207,7 +208,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     recipe, tokenizer = _render_recipe(args)
-    used = args.source or [k for k, w in recipe.data.weights.items() if w > 0] or None
+    listed = [k for k, w in recipe.data.weights.items() if w > 0]
+    used = args.source or (None if recipe.data.weights_default else listed) or None  # a default > 0: every source
     records, kinds = first_records(recipe.data.shards, args.samples, used)
     if not os.path.isdir(args.target):  # a recipe: its task must fit its data, as the loader checks
         from xlam_hpc.stream.loader import check_source_kinds
@@ -285,18 +287,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from xlam_hpc.launch.status import wait_slurm
-    from xlam_hpc.launch.sweep import expand_grid, parse_grid, submit_sweep, summarize
+    from xlam_hpc.launch.sweep import expand_grid, parse_grid, preflight_sweep, submit_sweep, summarize
 
     recipe = _recipe_for_launch(args)
     sweep_dir = Path(args.sweep_dir or recipe.output_dir).resolve()
     overrides = [*args.overrides, f"launch.cluster={recipe.launch.cluster}"]
-    tasks = expand_grid(args.recipe, overrides, parse_grid(args.grid), sweep_dir)
+    tasks = expand_grid(args.recipe, overrides, parse_grid(args.grid), sweep_dir, seeds=args.seeds)
     print(
         f"{len(tasks)} tasks: "
-        + "; ".join(f"task-{i:04d} " + " ".join(f"{k}={v}" for k, v in a.items()) for i, (a, _) in enumerate(tasks)),
+        + "; ".join(
+            f"task-{i:04d} " + " ".join(f"{k}={v}" for k, v in a.items()) + f" seed={r.seed}"
+            for i, (a, r) in enumerate(tasks)
+        ),
         file=sys.stderr,
     )
     if args.dry_run:
+        preflight_sweep(tasks)
+        print(f"preflight ok: {len(tasks)} tasks, nothing submitted", file=sys.stderr)
         return 0
     jobs = submit_sweep(
         tasks,
@@ -390,8 +397,27 @@ def _add_collate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-on", choices=["all", "last"], help="collate.loss_on")
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Dotted `KEY=VALUE` overrides anywhere on the line (`stream rec.yaml --steps 3 key=val`): argparse fills the
+    `overrides` positional from the words right after the recipe only, so the later ones are collected here,
+    in order (a later override of the same key wins). Other stray words stay an error."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extra = self.parse_known_args(args, namespace)
+        late = [word for word in extra if _OVERRIDE.match(word)]
+        if late and isinstance(getattr(ns, "overrides", None), list):
+            ns.overrides = [*ns.overrides, *late]
+            extra = [word for word in extra if not _OVERRIDE.match(word)]
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xlam-hpc", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="xlam-hpc", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"xlam-hpc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -491,7 +517,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="grid sweep as one Slurm array (or local jobs)")
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. lr=1e-5,2e-5 lora.r=8,16")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="e.g. lr=1e-5,2e-5 lora.r=8,16; repeated --grid flags combine (the cartesian product of all keys)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K seed replicates of every grid point (seed, seed+1, ...); default 1: every task has the recipe's seed",
+    )
     p.add_argument("--max-parallel", type=int, help="at most K array tasks at once")
     p.add_argument("--sweep-dir", help="default: the recipe's output_dir")
     p.add_argument("--cluster", choices=["local", "slurm"])
