@@ -377,6 +377,20 @@ def shard_directory_input(tmp):
 
 
 @case
+def shard_output_is_a_file(tmp):
+    argv, out = _shard(tmp, _unified(tmp, None))
+    out.write_text("not a directory")
+    return Error(argv, [str(out), "is a file; the shard output (-o) is a directory"])
+
+
+@case
+def shard_rejects_is_a_directory(tmp):
+    (tmp / "rejects").mkdir()
+    argv, _ = _shard(tmp, _unified(tmp, None), extra=("--rejects", str(tmp / "rejects")))
+    return Error(argv, [str(tmp / "rejects"), "is a directory; --rejects is a file"])
+
+
+@case
 def shard_utf16_input(tmp):
     p = tmp / "u16.jsonl"
     p.write_bytes(_unified(tmp, None).read_text().encode("utf-16"))

@@ -198,6 +198,11 @@ def build_member_index(path: Path, members: list[str], expected: int) -> np.ndar
 
 def _prepare_dir(cfg: ShardConfig) -> tuple[Path, Path]:
     out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; the shard output (-o) is a directory")
+    if cfg.rejects and Path(cfg.rejects).is_dir():
+        example = Path(cfg.rejects) / "rejects.jsonl"
+        raise ConfigError(f"{cfg.rejects}: is a directory; --rejects is a file (e.g. {example})")
     if (out / MANIFEST_NAME).exists():
         if not cfg.overwrite:
             raise ConfigError(f"{out} already holds a dataset ({MANIFEST_NAME}); pass --overwrite to replace it")
