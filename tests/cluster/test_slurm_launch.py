@@ -515,3 +515,37 @@ def test_six_kinds_of_interruption_in_one_run_recover_by_themselves(recipe, refe
     assert status["requeues"] == {"timeouts": 1, "preemptions": 4, "failures": 1}
     assert "batch shell got SIGTERM" in _logs(out)
     _assert_equal_runs(reference[2], out)
+
+
+def test_a_failed_job_shows_its_cause_and_a_resubmission_keeps_the_run_totals(recipe, reference, tmp_path):
+    """A rank SIGKILLed twice without progress in between, with max_failures=1: one requeue, then the job
+    gives up (FAILED); `status` names the failing rank, srun's line and that rank's log. A resubmission
+    with the same output_dir (a new job id) finishes the run; `status` still counts the first job's
+    restart and failures, and the run equals the uninterrupted one."""
+    out = tmp_path / "run"
+    job = _submit(recipe, out, "launch.nodes=2", "launch.tasks_per_node=1", "launch.max_failures=1")
+    wait_for_step(out, 2, rank=1, timeout=300)
+    os.kill(_rank_pids(job)[1], signal.SIGKILL)
+    _wait_restarted(job, 1, out)
+    os.kill(_rank_pids(job)[1], signal.SIGKILL)  # no checkpoint in between: the second failure in a row
+    deadline = time.monotonic() + 120
+    while _state(job) != "FAILED":
+        assert time.monotonic() < deadline, f"job {job} is {_state(job)}, not FAILED:\n{_logs(out)[-3000:]}"
+        time.sleep(1)
+    status = _status_json(out)
+    assert status["state"] == "FAILED" and status["restarts"] == 1
+    cause = status["cause"]
+    assert cause["rank"] == 1 and re.search(r"srun: error: n\d: task 1: Killed", cause["line"]), cause
+    assert cause["log"] == str(out / "launch" / "submitit" / job / f"{job}_1_log.err")
+    text = _xlam("status", str(out)).stdout
+    assert f"last failure: rank 1: {cause['line']}  (log {cause['log']})" in text
+
+    job2 = _submit(recipe, out, "launch.nodes=2", "launch.tasks_per_node=1")
+    assert job2 != job
+    _wait_finished(out, job2)
+    status = _status_json(out)
+    assert (status["job_id"], status["jobs"], status["restarts"]) == (job2, 2, 1)
+    assert status["restarts_by_job"] == {job: 1}
+    assert status["requeues"]["failures"] == 2 and status["cause"] is None
+    assert "restarts 1 over 2 jobs" in _xlam("status", str(out)).stdout
+    _assert_equal_runs(reference[2], out)
