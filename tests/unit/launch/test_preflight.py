@@ -221,3 +221,13 @@ def test_weights_default_zero_passes_the_preflight(tmp_path, shard_dir, capsys):
     assert main([*argv, "data.weights_default=0", "--cluster", "slurm", "--dry-run"]) == 0
     checked = preflight(load_recipe(recipe, [*argv[2:], "data.weights_default=0"]), 1)
     assert checked.sources == {"alpha": 0.5, "beta": 0.5}
+
+
+def test_a_container_command_loaded_by_launch_setup_is_accepted(recipe, tmp_path, capsys):
+    """`module load apptainer` in launch.setup puts the command on PATH on the node only: not an error here."""
+    argv = ["submit", str(recipe), 'launch.container="apptainr exec img.sif"', "--cluster", "slurm", "--dry-run"]
+    assert main(argv) == 2
+    assert "'apptainr' not found on PATH" in capsys.readouterr().err
+    assert main([*argv, 'launch.setup=["module load apptainr"]']) == 0
+    assert "module load apptainr" in capsys.readouterr().out
+    assert not (tmp_path / "runs").exists()
