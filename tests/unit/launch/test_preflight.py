@@ -231,3 +231,22 @@ def test_a_container_command_loaded_by_launch_setup_is_accepted(recipe, tmp_path
     assert main([*argv, 'launch.setup=["module load apptainr"]']) == 0
     assert "module load apptainr" in capsys.readouterr().out
     assert not (tmp_path / "runs").exists()
+
+
+def test_preflight_imports_no_deepspeed_and_leaves_cuda_alone(recipe, tmp_path):
+    """In a fresh process (other tests may have imported DeepSpeed here): the checks never import DeepSpeed
+    (whose accelerator detection probes the devices) and never initialize CUDA."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from xlam_hpc.recipe import load_recipe\n"
+        "from xlam_hpc.train.preflight import preflight\n"
+        f"preflight(load_recipe({str(recipe)!r}), 4)\n"
+        "print('deepspeed' in sys.modules, torch.cuda.is_initialized())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["False", "False"]
+    assert not (tmp_path / "runs").exists()
