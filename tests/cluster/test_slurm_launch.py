@@ -478,7 +478,7 @@ def test_six_kinds_of_interruption_in_one_run_recover_by_themselves(recipe, refe
     ).stdout.strip()
     # 2. scontrol requeue
     new_progress(1)
-    assert _state(high) == "COMPLETED"
+    assert _state(high) in ("COMPLETED", "COMPLETING")
     subprocess.run(["scontrol", "requeue", job], check=True)
     # 3. SIGTERM to the steps (not the batch shell)
     new_progress(2)
@@ -493,8 +493,8 @@ def test_six_kinds_of_interruption_in_one_run_recover_by_themselves(recipe, refe
         while not stop_record.exists():
             assert time.monotonic() < deadline, "no SIGUSR2 stop recorded within 180 s"
             time.sleep(0.2)
-        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], check=True)
-    finally:
+    finally:  # the requeued run gets the full limit again (else it would be signalled at once, again and again)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], check=False)
         _release(pids)
     # 5. one rank SIGKILLed: no save, the run resumes from the last periodic checkpoint (failure budget)
     new_progress(4)

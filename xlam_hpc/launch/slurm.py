@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
 from typing import Any
 
 from xlam_hpc.errors import ConfigError
@@ -99,6 +100,21 @@ def _budget_args(launch: LaunchConfig) -> list[str]:
     ]
 
 
+def _python_on_out(launch: LaunchConfig, before: list[str], after: list[str]) -> str:
+    """`python ... BEFORE "$xlam_out" AFTER`: the output_dir from the batch shell's variable (set in batch_setup)."""
+    return f'{shlex.join([*shlex.split(python_command(launch)), *before])} "$xlam_out" {shlex.join(after)}'
+
+
+def _array_task_dir(output_dir: str) -> list[str]:
+    """A sweep is one array submitted with task 0's output_dir (SWEEP/task-0000, launch/sweep.py): array task i
+    works in SWEEP/task-000i, so its start, decision and TERM note go there, not to task 0's ledger."""
+    if Path(output_dir).name != "task-0000":
+        return []
+    return [
+        '[[ -n ${SLURM_ARRAY_TASK_ID:-} ]] && xlam_out="${xlam_out%/*}/task-$(printf %04d "$SLURM_ARRAY_TASK_ID")"',
+    ]
+
+
 def batch_setup(launch: LaunchConfig, output_dir: str) -> list[str]:
     """Bash lines before srun: the user's launch.setup, then what lets the batch shell survive a SIGTERM and
     count this start in the requeue ledger.
@@ -112,16 +128,7 @@ def batch_setup(launch: LaunchConfig, output_dir: str) -> list[str]:
     bash runs a trap only once its foreground command ends.
     """
     out = shlex.quote(check_output_dir(output_dir))
-    start = shlex.join(
-        [
-            *shlex.split(python_command(launch)),
-            "-m",
-            "xlam_hpc.launch.requeue",
-            "start",
-            output_dir,
-            *_budget_args(launch),
-        ]
-    )
+    start = _python_on_out(launch, ["-m", "xlam_hpc.launch.requeue", "start"], _budget_args(launch))
     lines = []
     for line in launch.setup:
         if _BAD.search(line):
@@ -131,6 +138,7 @@ def batch_setup(launch: LaunchConfig, output_dir: str) -> list[str]:
         *lines,
         "# xlam-hpc: survive a SIGTERM to the whole job (pass it to the ranks, wait, decide), count this start",
         f"xlam_out={out}",
+        *_array_task_dir(output_dir),
         _job_key(),
         "xlam_on_term() {",
         '    echo "xlam-hpc: [$(date +%T)] batch shell got SIGTERM: passing it to the ranks, waiting for them" >&2',
@@ -156,16 +164,8 @@ def batch_setup(launch: LaunchConfig, output_dir: str) -> list[str]:
 
 def requeue_teardown(launch: LaunchConfig, output_dir: str) -> list[str]:
     """Bash lines after srun: decide (budgets), then requeue from the host if asked to."""
-    decide = shlex.join(
-        [
-            *shlex.split(python_command(launch)),
-            "-m",
-            "xlam_hpc",
-            "requeue-decision",
-            check_output_dir(output_dir),
-            *_budget_args(launch),
-        ]
-    )
+    check_output_dir(output_dir)
+    decide = _python_on_out(launch, ["-m", "xlam_hpc", "requeue-decision"], _budget_args(launch))
     return [
         "rc=$?",
         f'decision=$({decide} --exit-code "$rc")',

@@ -54,8 +54,22 @@ def test_every_value_in_the_script_is_quoted_and_no_wckey_is_forced():
         if line.startswith("#SBATCH --partition="):
             assert _bash_words(line.split("=", 1)[1]) == ["low;touch p"]
         if "requeue-decision" in line or "xlam_hpc.launch.requeue start" in line:
-            assert HOSTILE in _bash_words(line.split("$(", 1)[1].rsplit(")", 1)[0].replace(' --exit-code "$rc"', ""))
+            assert ' "$xlam_out" ' in line  # the quoted variable, set once from the quoted path
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+
+
+def test_an_array_task_of_a_sweep_works_in_its_own_task_directory(tmp_path):
+    """A sweep's array is submitted with task 0's output_dir; task 3's start, decision and TERM note must go to
+    SWEEP/task-0003 (a plain run's dir is used as given)."""
+    lines = batch_setup(LaunchConfig(), str(tmp_path / "sw eep" / "task-0000"))
+    first = next(i for i, x in enumerate(lines) if x.startswith("xlam_out="))
+    head = "\n".join(lines[first : first + 2])  # xlam_out=... and the array task's line
+    show = 'echo "$xlam_out"'
+    for task, want in (("3", tmp_path / "sw eep" / "task-0003"), ("", tmp_path / "sw eep" / "task-0000")):
+        env = {"PATH": "/usr/bin:/bin", "SLURM_JOB_ID": "5", **({"SLURM_ARRAY_TASK_ID": task} if task else {})}
+        res = subprocess.run(["bash", "-c", f"{head}\n{show}"], capture_output=True, text=True, env=env, check=True)
+        assert res.stdout.strip() == str(want)
+    assert not any("task-" in x and "SLURM_ARRAY_TASK_ID" in x for x in batch_setup(LaunchConfig(), "/r/task-7"))
 
 
 def test_setup_lines_run_before_srun_and_the_apptainer_env_is_passed_both_ways():
