@@ -48,6 +48,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         glob=args.glob,
         overwrite=args.overwrite,
+        messages_key=args.messages_key,
     )
     summary = convert_files(cfg, log=lambda msg: print(msg, file=sys.stderr))
     s = summary.to_dict()
@@ -436,6 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--glob", help="files of a directory INPUT to read, e.g. '*_DFS_*.json' (default *.json, *.jsonl)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.jsonl (refused otherwise)")
+    p.add_argument(
+        "--messages-key",
+        metavar="KEY",
+        help="top-level key holding OpenAI-style {role, content} messages (implies --format openai); "
+        "default: found per record (messages, conversations, traj, dialog, ...)",
+    )
     p.set_defaults(handler=_cmd_convert)
 
     p = sub.add_parser("shard", help="unified JSONL → WebDataset tar shards + manifest")

@@ -86,6 +86,9 @@ class ConvertConfig:
     '*_DFS_*.json' or 'G1_answer/*.json'); default: *.json and *.jsonl."""
     overwrite: bool = False
     """Replace an existing output (OUT.jsonl / OUT.preference.jsonl); without it the run is refused."""
+    messages_key: str | None = None
+    """`--messages-key`: the top-level key holding OpenAI-style messages (implies the `openai` format);
+    default: found per record (`messages`, `conversations`, `traj`, `dialog`, ...)."""
 
     def preference_path(self) -> Path:
         """Where DPO pairs go when the same run also yields SFT trajectories."""
@@ -346,7 +349,7 @@ class _Output:
 def _convert_file(
     path: Path, fmt: type[Converter], cfg: ConvertConfig, output: _Output, rejects: RejectLog
 ) -> Counter[str]:
-    conv = fmt(source=cfg.source)
+    conv = fmt(source=cfg.source, messages_key=cfg.messages_key) if cfg.messages_key else fmt(source=cfg.source)
     stats: Counter[str] = Counter()
     for item in iter_raw(path, max_record_bytes=cfg.max_record_bytes):
         stats["raw_objects"] += 1
@@ -395,7 +398,9 @@ def convert_files(cfg: ConvertConfig, *, log: Any = print) -> ConvertSummary:
     """Run the conversion described by `cfg`. Never raises for bad records; raises DataError/ConfigError for
     unusable inputs (missing files, unknown format, undetectable format, unwritable output)."""
     inputs = expand_inputs(cfg.inputs, cfg.glob)
-    fixed = None if cfg.format == "auto" else get_converter(cfg.format)
+    if cfg.messages_key and cfg.format not in ("auto", "openai"):
+        raise ConfigError(f"--messages-key is an option of --format openai, not of '{cfg.format}'")
+    fixed = get_converter("openai") if cfg.messages_key else None if cfg.format == "auto" else get_converter(cfg.format)
     out_path = Path(cfg.output)
     _check_outputs(cfg, inputs)
     tmps: dict[str, Path] = {}
