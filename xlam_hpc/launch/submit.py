@@ -261,27 +261,9 @@ def _supervise_local(recipe: Recipe, executor: Any, payload: TrainJob, job: Any,
 
 
 def dry_run(recipe: Recipe) -> str:
-    """The sbatch script `submit --cluster slurm` would submit, after the same preflight as `submit` (nothing
-    is submitted or written)."""
-    from submitit.slurm.slurm import _make_sbatch_string  # submitit has no public renderer (pinned 1.5.4)
+    """The sbatch script `submit --cluster slurm` would submit (quoted exactly as submitted), after the same
+    preflight as `submit` (nothing is submitted or written)."""
+    from xlam_hpc.launch.slurm import sbatch_script
 
     launch_preflight(recipe)
-
-    params = submitit_parameters(recipe.launch, recipe.output_dir, cluster="slurm")
-    mapping = {
-        "name": "job_name",
-        "tasks_per_node": "ntasks_per_node",
-        "timeout_min": "time",
-        "gpus_per_node": "gpus_per_node",
-        "mem_gb": "mem",
-    }
-    kwargs: dict[str, Any] = {}
-    for key, value in params.items():
-        if key.startswith("slurm_"):
-            kwargs[key[len("slurm_") :]] = value
-        elif key == "mem_gb":
-            kwargs["mem"] = f"{value}GB"
-        else:
-            kwargs[mapping.get(key, key)] = value
-    command = f"{python_command(recipe.launch)} -u -m submitit.core._submit {recipe.output_dir}/launch/submitit/%j"
-    return _make_sbatch_string(command=command, folder=f"{recipe.output_dir}/launch/submitit/%j", **kwargs)
+    return sbatch_script(recipe.launch, recipe.output_dir)
