@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         rejects=args.rejects,
         summary=args.summary,
         progress=not args.no_progress,
+        glob=args.glob,
+        overwrite=args.overwrite,
+        messages_key=args.messages_key,
     )
     summary = convert_files(cfg, log=lambda msg: print(msg, file=sys.stderr))
     s = summary.to_dict()
@@ -53,7 +57,10 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         f"read {s['read']}, converted {s['converted']}, rejected {s['rejected']} ({reasons}), "
         f"below --min-score {s['filtered_min_score']}, duplicates removed {s['duplicates_removed']}"
     )
-    print(f"output {cfg.output}\nrejects {cfg.rejects_path()}\nsummary {cfg.summary_path()}")
+    print(f"{summary.balance_line()}; tools inferred {summary.tools_inferred}")
+    for kind, path in summary.outputs.items():
+        print(f"output {path}" + (f" ({kind})" if len(summary.outputs) > 1 else ""))
+    print(f"rejects {cfg.rejects_path()}\nsummary {cfg.summary_path()}")
     if summary.converted == 0:
         print("error: nothing converted", file=sys.stderr)
         return 1
@@ -202,7 +209,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if args.samples < 1:
         raise ConfigError(f"--samples must be >= 1, got {args.samples}")
     recipe, tokenizer = _render_recipe(args)
-    used = args.source or [k for k, w in recipe.data.weights.items() if w > 0] or None
+    listed = [k for k, w in recipe.data.weights.items() if w > 0]
+    used = args.source or (None if recipe.data.weights_default else listed) or None  # a default > 0: every source
     records, kinds = first_records(recipe.data.shards, args.samples, used)
     if not os.path.isdir(args.target):  # a recipe: its task must fit its data, as the loader checks
         from xlam_hpc.stream.loader import check_source_kinds
@@ -280,18 +288,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from xlam_hpc.launch.status import wait_slurm
-    from xlam_hpc.launch.sweep import expand_grid, parse_grid, submit_sweep, summarize
+    from xlam_hpc.launch.sweep import expand_grid, parse_grid, preflight_sweep, submit_sweep, summarize
 
     recipe = _recipe_for_launch(args)
     sweep_dir = Path(args.sweep_dir or recipe.output_dir).resolve()
     overrides = [*args.overrides, f"launch.cluster={recipe.launch.cluster}"]
-    tasks = expand_grid(args.recipe, overrides, parse_grid(args.grid), sweep_dir)
+    tasks = expand_grid(args.recipe, overrides, parse_grid(args.grid), sweep_dir, seeds=args.seeds)
     print(
         f"{len(tasks)} tasks: "
-        + "; ".join(f"task-{i:04d} " + " ".join(f"{k}={v}" for k, v in a.items()) for i, (a, _) in enumerate(tasks)),
+        + "; ".join(
+            f"task-{i:04d} " + " ".join(f"{k}={v}" for k, v in a.items()) + f" seed={r.seed}"
+            for i, (a, r) in enumerate(tasks)
+        ),
         file=sys.stderr,
     )
     if args.dry_run:
+        preflight_sweep(tasks)
+        print(f"preflight ok: {len(tasks)} tasks, nothing submitted", file=sys.stderr)
         return 0
     jobs = submit_sweep(
         tasks,
@@ -321,10 +334,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         task = f"task {r['task']:>3} " if "task" in r else ""
+        jobs = f" over {r['jobs']} jobs" if r.get("jobs", 0) > 1 else ""  # resubmissions: the run's totals
         print(
-            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']} {r['budget_line']} "
+            f"{task}{r['state']:<12} job {r['job_id'] or '-'} restarts {r['restarts']}{jobs} {r['budget_line']} "
             f"checkpoint {r['last_checkpoint_step']} loss {r['final_loss']}  {r['output_dir']}  logs {r['logs']}"
         )
+        if r.get("cause"):
+            c = r["cause"]
+            print(f"    last failure: rank {c['rank']}: {c['line']}  (log {c['log']})")
     from pathlib import Path
 
     if (Path(args.directory) / "sweep.json").exists():
@@ -381,13 +398,32 @@ def _add_collate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loss-on", choices=["all", "last"], help="collate.loss_on")
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*=")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Dotted `KEY=VALUE` overrides anywhere on the line (`stream rec.yaml --steps 3 key=val`): argparse fills the
+    `overrides` positional from the words right after the recipe only, so the later ones are collected here,
+    in order (a later override of the same key wins). Other stray words stay an error."""
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        ns, extra = self.parse_known_args(args, namespace)
+        late = [word for word in extra if _OVERRIDE.match(word)]
+        if late and isinstance(getattr(ns, "overrides", None), list):
+            ns.overrides = [*ns.overrides, *late]
+            extra = [word for word in extra if not _OVERRIDE.match(word)]
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xlam-hpc", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="xlam-hpc", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"xlam-hpc {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("convert", help="raw agent datasets → validated unified JSONL")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="files, or directories (read recursively, see --glob)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.jsonl")
     p.add_argument("--format", default="auto", help="input format (see `xlam-hpc formats`), default: auto-detect")
     p.add_argument("--source", help="override the source name of every record")
@@ -399,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rejects", help="reject file (default OUT.rejects.jsonl)")
     p.add_argument("--summary", help="summary JSON (default OUT.summary.json)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--glob", help="files of a directory INPUT to read, e.g. '*_DFS_*.json' (default *.json, *.jsonl)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.jsonl (refused otherwise)")
+    p.add_argument(
+        "--messages-key",
+        metavar="KEY",
+        help="top-level key holding OpenAI-style {role, content} messages (implies --format openai); "
+        "default: found per record (messages, conversations, traj, dialog, ...)",
+    )
     p.set_defaults(handler=_cmd_convert)
 
     p = sub.add_parser("shard", help="unified JSONL → WebDataset tar shards + manifest")
@@ -480,7 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="grid sweep as one Slurm array (or local jobs)")
     p.add_argument("recipe", metavar="RECIPE.yaml")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2", help="e.g. lr=1e-5,2e-5 lora.r=8,16")
+    p.add_argument(
+        "--grid",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="KEY=V1,V2",
+        help="e.g. lr=1e-5,2e-5 lora.r=8,16; repeated --grid flags combine (the cartesian product of all keys)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="K seed replicates of every grid point (seed, seed+1, ...); default 1: every task has the recipe's seed",
+    )
     p.add_argument("--max-parallel", type=int, help="at most K array tasks at once")
     p.add_argument("--sweep-dir", help="default: the recipe's output_dir")
     p.add_argument("--cluster", choices=["local", "slurm"])
@@ -536,10 +594,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) is seen here, not at interpreter exit
+        return code
     except XlamError as exc:
         print(f"xlam-hpc {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"xlam-hpc {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout closed the pipe (`xlam-hpc inspect DIR | head`): stop quietly, as `cat` does.
+        # Python's recipe (docs: signal, "Note on SIGPIPE"): point stdout at devnull so the final flush at
+        # exit cannot raise again, and exit 128 + SIGPIPE.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141

@@ -73,9 +73,65 @@ def config_from_dict(cls: type[T], data: Mapping[str, Any] | None, *, source: st
         return msgspec.convert(data, type=cls, strict=False)
     except msgspec.ValidationError as exc:
         # msgspec says e.g. "Expected `int`, got `str` - at `$.train.max_steps`".
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(f"{source}: {_explain(cls, str(exc))}") from None
     except (TypeError, ValueError) as exc:  # raised by __post_init__ checks
         raise ConfigError(f"{source}: {exc}") from None
+
+
+_AT = re.compile(r"^(?P<what>.*) - at `\$(?P<path>[^`]*)`$")
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _type_at(cls: Any, path: str) -> Any:
+    """The declared type at a msgspec path such as '.collate.mode' or '.data.shards[0]' (None if unknown)."""
+    tp = cls
+    for key, index in _STEP.findall(path):
+        members = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+        nxt = None
+        for m in members:
+            if key and dataclasses.is_dataclass(m):
+                nxt = typing.get_type_hints(m).get(key)
+            elif typing.get_origin(m) in (list, tuple, Sequence) and index:
+                nxt = typing.get_args(m)[0]
+            elif typing.get_origin(m) in (dict, Mapping) and key:
+                nxt = typing.get_args(m)[1]
+            if nxt is not None:
+                break
+        if nxt is None:
+            return None
+        tp = nxt
+    return tp
+
+
+def _literal_values(tp: Any) -> list[Any]:
+    """The allowed values of a Literal (also inside `Literal[...] | bool` and Optional)."""
+    if typing.get_origin(tp) is typing.Literal:
+        return list(typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        values = [v for a in typing.get_args(tp) for v in _literal_values(a)]
+        values += [b for a in typing.get_args(tp) if a is bool for b in (True, False)]
+        values += [None for a in typing.get_args(tp) if a is type(None)]
+        return values if any(not isinstance(v, bool | None) for v in values) else []
+    return []
+
+
+def _explain(cls: Any, message: str) -> str:
+    """msgspec's message, with the valid values (and a close match) when the field is an enum (Literal):
+    "Invalid enum value 'trajectroy' - at `$.collate.mode`" → "collate.mode: invalid value 'trajectroy';
+    valid values: 'trajectory', 'prompt_answer'. Did you mean 'trajectory'?"."""
+    m = _AT.match(message)
+    if m is None:
+        return message
+    path = m["path"]
+    values = _literal_values(_type_at(cls, path))
+    if not values:
+        return message
+    got = re.search(r"value '(.*)'$", m["what"]) or re.search(r"got `(\w+)`", m["what"])
+    shown = f"'{got[1]}'" if got and "value" in m["what"] else (f"of type {got[1]}" if got else "")
+    valid = ", ".join(json.dumps(v) if not isinstance(v, str) else f"'{v}'" for v in values)
+    close = difflib.get_close_matches(got[1] if got else "", [str(v) for v in values], n=1)
+    hint = f" Did you mean '{close[0]}'?" if close and "value" in m["what"] else ""
+    return f"{path.lstrip('.')}: invalid value{' ' + shown if shown else ''}; valid values: {valid}.{hint}"
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
@@ -126,12 +182,22 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; errors name the file (and line for syntax errors)."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a YAML file (give the recipe file, e.g. {p}/recipe.yaml)")
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in raw[:256]:
+            why = "the file is UTF-16 text, not UTF-8; convert it: iconv -f UTF-16 -t UTF-8 IN > OUT"
+        else:
+            why = f"not UTF-8 at byte {exc.start}"
+        raise ConfigError(f"{p}:{line}: cannot read ({why})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

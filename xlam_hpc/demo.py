@@ -73,7 +73,8 @@ def run_demo(output_dir: str | Path, *, steps: int = 30, ranks: int = 1, log: An
     inputs = [str(samples_dir() / name) for name in SFT_SAMPLES]
     log(f"== convert {len(inputs)} bundled sample files (formats auto-detected)")
     summary = convert_files(
-        ConvertConfig(inputs=inputs, output=str(out / "data" / "sft.jsonl"), progress=False),
+        # the demo re-makes its own data each run
+        ConvertConfig(inputs=inputs, output=str(out / "data" / "sft.jsonl"), progress=False, overwrite=True),
         log=lambda m: log("   " + m),
     )
     s = summary.to_dict()

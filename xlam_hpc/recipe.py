@@ -113,6 +113,8 @@ class Recipe:
         data["model"].pop("attn_implementation", None)  # a kernel choice; isolation holds on all of them
         for key in ("num_workers", "prefetch_factor", "index_cache_mb", "max_open_files"):
             data["data"].pop(key, None)
+        if data["data"].get("weights_default") is None:  # unset: the fingerprints of runs made before it existed
+            data["data"].pop("weights_default", None)
         data["train"].pop("eval_interval", None)
         split = data["data"].pop("eval", None) or {}
         if split.get("fraction"):  # only the split changes what is trained: validation can be added later

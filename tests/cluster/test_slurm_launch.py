@@ -344,3 +344,208 @@ def test_submit_through_a_cleanenv_container_keeps_ranks_apart(recipe, reference
     started = log.read_text()
     assert "procid=0" in started and "procid=1" in started
     _assert_equal_runs(reference[2], out)
+
+
+# --- issue 13: hostile values in the batch script, a TERM to the whole job, every restart counted ----------------
+
+
+def _status_json(out: Path) -> dict:
+    return json.loads(_xlam("status", str(out), "--json").stdout)[0]
+
+
+def test_hostile_output_dir_job_name_and_partition_stay_text(recipe, tmp_path):
+    """A space, a quote, `;` and `$(...)` in output_dir and launch.job_name run as plain text on the real
+    cluster (the job trains into exactly that directory); in launch.partition sbatch refuses the name. Nothing
+    that follows a `;` or sits in `$(...)` ever runs."""
+    marker = tmp_path / "pwned"
+    hostile = f"a b;touch {marker}; it's $(touch {marker}) `touch {marker}`"
+    out = tmp_path / hostile
+    job = _submit(
+        recipe,
+        out,
+        "launch.tasks_per_node=1",
+        "train.max_steps=2",
+        f"launch.job_name={json.dumps(hostile)}",
+        "launch.setup=['echo setup-ran >&2']",
+        wait=True,
+    )
+    _wait_finished(out, job)
+    assert json.loads((out / "FINISHED").read_text())["step"] == 2
+    shown = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-j", job, "-o", "%j"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert shown == hostile
+    assert "setup-ran" in _logs(out)  # launch.setup ran in the batch shell, before srun
+    status = _status_json(out)
+    assert status["state"] in ("COMPLETED", "FINISHED") and status["output_dir"] == str(out)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xlam_hpc",
+            "submit",
+            str(recipe),
+            f"output_dir={tmp_path / 'p'}",
+            f"launch.partition={json.dumps(hostile)}",
+            "--cluster",
+            "slurm",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 2 and "sbatch refused the job" in res.stderr and "Traceback" not in res.stderr
+    assert "invalid partition specified" in res.stderr
+    assert not marker.exists()
+
+
+def _max_traced_step(out: Path) -> int:
+    steps = [0]
+    for path in (out / "trace").glob("rank*.jsonl"):
+        steps += [json.loads(x)["step"] for x in path.read_text().splitlines() if x.strip()]
+    return max(steps)
+
+
+def _restarts_seen(job: str) -> int:
+    text = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"Restarts=(\d+)", text)
+    return int(m.group(1)) if m else 0
+
+
+def _wait_restarted(job: str, restarts: int, out: Path, timeout: float = 240) -> None:
+    """Until Slurm has restarted the job `restarts` times and its ranks run again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _restarts_seen(job) >= restarts and _state(job) == "RUNNING" and len(_rank_pids(job)) == 2:
+            return
+        if (out / "FINISHED").exists():
+            raise AssertionError(f"the run finished before restart {restarts}:\n{_logs(out)[-3000:]}")
+        time.sleep(0.5)
+    raise AssertionError(f"job {job} not running again (restart {restarts}): {_state(job)}\n{_logs(out)[-3000:]}")
+
+
+def _hold(job: str) -> dict[int, int]:
+    """Stop the ranks (SIGSTOP) so that the next interruption lands before the run can finish."""
+    pids = _rank_pids(job)
+    for pid in pids.values():
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def _release(pids: dict[int, int]) -> None:
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def test_six_kinds_of_interruption_in_one_run_recover_by_themselves(recipe, reference, tmp_path):
+    """One 2-node run takes, each after new progress: preemption by a `high` job, `scontrol requeue`, SIGTERM
+    to the steps, a time limit, a SIGKILLed rank, and `scancel --signal=TERM --full` (the batch shell too).
+    It finishes without a resubmission, every restart is in the ledger and `status`, and its effective trace
+    and final weights equal the uninterrupted local 2-rank run."""
+    out = tmp_path / "run"
+    job = _submit(recipe, out, "launch.nodes=2", "launch.tasks_per_node=1", "launch.signal_before_limit_s=300")
+    stop_record = out / "launch" / "last_stop.json"
+    progress = 0
+
+    def new_progress(restart: int) -> None:
+        nonlocal progress
+        if restart:
+            _wait_restarted(job, restart, out)
+        wait_for_step(out, _max_traced_step(out) + 1 if restart else 3, timeout=300)
+        wait_for_step(out, _max_traced_step(out) + 1, rank=1, timeout=300)
+        assert _max_traced_step(out) > progress
+        progress = _max_traced_step(out)
+
+    # 1. preemption: a high-priority job wants one of the nodes (the ranks get SIGTERM from Slurm)
+    new_progress(0)
+    high = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "-p",
+            "high",
+            "-N1",
+            "--exclusive",
+            "-o",
+            str(tmp_path / "high.out"),
+            "--wrap=sleep 2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # 2. scontrol requeue
+    new_progress(1)
+    assert _state(high) in ("COMPLETED", "COMPLETING")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # 3. SIGTERM to the steps (not the batch shell)
+    new_progress(2)
+    subprocess.run(["scancel", "--signal=TERM", job], check=True)
+    # 4. the time limit comes close: USR2 300 s before it (at slurmctld's next 30 s check)
+    new_progress(3)
+    pids = _hold(job)
+    try:
+        limit_min = _elapsed_s(job) // 60 + 4
+        subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={limit_min}"], check=True)
+        deadline = time.monotonic() + 180
+        while not stop_record.exists():
+            assert time.monotonic() < deadline, "no SIGUSR2 stop recorded within 180 s"
+            time.sleep(0.2)
+    finally:  # the requeued run gets the full limit again (else it would be signalled at once, again and again)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=20"], check=False)
+        _release(pids)
+    # 5. one rank SIGKILLed: no save, the run resumes from the last periodic checkpoint (failure budget)
+    new_progress(4)
+    os.kill(_rank_pids(job)[1], signal.SIGKILL)
+    # 6. SIGTERM to the whole job, batch shell included: srun kills the ranks, the batch shell survives,
+    # decides and requeues
+    new_progress(5)
+    subprocess.run(["scancel", "--signal=TERM", "--full", job], check=True)
+    _wait_finished(out, job)
+
+    assert _restarts_seen(job) == 6
+    ledger = json.loads((out / "launch" / "ledger.json").read_text())
+    assert (ledger["timeouts"], ledger["preemptions"], ledger["failures"]) == (1, 4, 1), ledger["history"]
+    requeues = [h for h in ledger["history"] if h["action"] == "requeue"]
+    assert len(requeues) == 6 and sorted(h["restart"] for h in requeues) == [0, 1, 2, 3, 4, 5]
+    status = _status_json(out)
+    assert status["jobs"] == 1 and status["restarts"] == 6 and status["state"] in ("COMPLETED", "FINISHED")
+    assert status["requeues"] == {"timeouts": 1, "preemptions": 4, "failures": 1}
+    assert "batch shell got SIGTERM" in _logs(out)
+    _assert_equal_runs(reference[2], out)
+
+
+def test_a_failed_job_shows_its_cause_and_a_resubmission_keeps_the_run_totals(recipe, reference, tmp_path):
+    """A rank SIGKILLed twice without progress in between, with max_failures=1: one requeue, then the job
+    gives up (FAILED); `status` names the failing rank, srun's line and that rank's log. A resubmission
+    with the same output_dir (a new job id) finishes the run; `status` still counts the first job's
+    restart and failures, and the run equals the uninterrupted one."""
+    out = tmp_path / "run"
+    job = _submit(recipe, out, "launch.nodes=2", "launch.tasks_per_node=1", "launch.max_failures=1")
+    wait_for_step(out, 2, rank=1, timeout=300)
+    os.kill(_rank_pids(job)[1], signal.SIGKILL)
+    _wait_restarted(job, 1, out)
+    os.kill(_rank_pids(job)[1], signal.SIGKILL)  # no checkpoint in between: the second failure in a row
+    deadline = time.monotonic() + 120
+    while _state(job) != "FAILED":
+        assert time.monotonic() < deadline, f"job {job} is {_state(job)}, not FAILED:\n{_logs(out)[-3000:]}"
+        time.sleep(1)
+    status = _status_json(out)
+    assert status["state"] == "FAILED" and status["restarts"] == 1
+    cause = status["cause"]
+    assert cause["rank"] == 1 and re.search(r"srun: error: n\d: task 1: Killed", cause["line"]), cause
+    assert cause["log"] == str(out / "launch" / "submitit" / job / f"{job}_1_log.err")
+    text = _xlam("status", str(out)).stdout
+    assert f"last failure: rank 1: {cause['line']}  (log {cause['log']})" in text
+
+    job2 = _submit(recipe, out, "launch.nodes=2", "launch.tasks_per_node=1")
+    assert job2 != job
+    _wait_finished(out, job2)
+    status = _status_json(out)
+    assert (status["job_id"], status["jobs"], status["restarts"]) == (job2, 2, 1)
+    assert status["restarts_by_job"] == {job: 1}
+    assert status["requeues"]["failures"] == 2 and status["cause"] is None
+    assert "restarts 1 over 2 jobs" in _xlam("status", str(out)).stdout
+    _assert_equal_runs(reference[2], out)

@@ -53,6 +53,10 @@ def test_template_has_the_requeue_contract(name):
         "srun --kill-on-bad-exit=1 ",
         'kill -USR1 "$srun_pid"',
         'xlam-hpc requeue-decision "$OUT" --exit-code "$rc"',
+        # issue 13: the env reaches apptainer and singularity; every start is counted; a TERM is noted
+        'export "APPTAINERENV_$v=${!v}" "SINGULARITYENV_$v=${!v}"',
+        'python3 -m xlam_hpc.launch.requeue start "$OUT"',
+        'date +%s >"$OUT/launch/batch_signal"',
     ):
         assert line in text, f"{name}: missing {line!r}"
     # an array task must name itself JOBID_TASK: the bare id of one task is the whole array's id

@@ -29,7 +29,15 @@ import logging
 import re
 from typing import Any
 
-from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import (
+    ReasoningStyle,
+    ToolArguments,
+    ToolCallIds,
+    assistant_text,
+    supports_reasoning,
+    to_hf_messages,
+    tools_json,
+)
 from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
 from xlam_hpc.schema import FunctionSpec, Turn
 
@@ -87,6 +95,10 @@ class TemplateRenderer:
         self.origin = origin
         self.kwargs = {**special_tokens, **(template_kwargs or {})}
         self.tool_arguments, self.tool_call_ids = tool_arguments, tool_call_ids
+        # Turn.reasoning in `reasoning_content` for templates that render it (Qwen3), else before the content
+        self.reasoning: ReasoningStyle = (
+            "field" if any(supports_reasoning(t) for t in self.templates.values()) else "content"
+        )
         if any("strftime_now" in t for t in self.templates.values()) and "date_string" not in self.kwargs:
             log.warning(
                 "the chat template from %s writes today's date (strftime_now): samples rendered on another day "
@@ -100,6 +112,7 @@ class TemplateRenderer:
                 "kwargs": template_kwargs or {},
                 "arguments": tool_arguments,
                 "call_ids": tool_call_ids,
+                **({"reasoning": "field"} if self.reasoning == "field" else {}),
             },
             sort_keys=True,
         )
@@ -116,7 +129,7 @@ class TemplateRenderer:
         self, system: str, tools: list[FunctionSpec], turns: list[Turn], trained: list[bool] | None = None
     ) -> Rendered:
         """Text and spans; spans of assistant turns not in `trained` (when given) are None (not derived)."""
-        messages = to_hf_messages(system, turns, self.tool_arguments, self.tool_call_ids)
+        messages = to_hf_messages(system, turns, self.tool_arguments, self.tool_call_ids, self.reasoning)
         tool_list = tools_json(tools) or None
         template = self._pick(tool_list is not None)
         offset = len(messages) - len(turns)
@@ -130,9 +143,10 @@ class TemplateRenderer:
             except Unrenderable as exc:
                 if exc.reason == "prefix_unstable":  # report the cause when it is content the template drops
                     (text,) = _render(template, [messages], tool_list, False, self.kwargs)
-                    _check_expressed(Rendered(text, [None] * len(positions), None), system, tools, turns)
+                    blank = Rendered(text, [None] * len(positions), None)
+                    _check_expressed(blank, system, tools, turns, self.reasoning)
                 raise
-        _check_expressed(rendered, system, tools, turns)
+        _check_expressed(rendered, system, tools, turns, self.reasoning)
         return rendered
 
     def _render_generation(
@@ -215,7 +229,9 @@ def _contains(haystack: str, content: str) -> bool:
     return content in haystack or json.dumps(content, ensure_ascii=False)[1:-1] in haystack
 
 
-def _check_expressed(r: Rendered, system: str, tools: list[FunctionSpec], turns: list[Turn]) -> None:
+def _check_expressed(
+    r: Rendered, system: str, tools: list[FunctionSpec], turns: list[Turn], reasoning: ReasoningStyle = "content"
+) -> None:
     """Raise Unrenderable when the rendering lost part of the record (checked on trimmed text)."""
     text = r.text
     if system.strip() and system.strip() not in text:
@@ -233,10 +249,18 @@ def _check_expressed(r: Rendered, system: str, tools: list[FunctionSpec], turns:
         k += 1
         where = text if span is None else text[span[0] : span[1]]
         # reasoning of earlier turns may be left out of the history, as inference renders it (Qwen3)
-        pieces = _THINK.split(t.content) if span is not None else t.content.rsplit("</think>", 1)[-1:]
+        content = assistant_text(t) if reasoning == "content" else t.content
+        pieces = _THINK.split(content) if span is not None else content.rsplit("</think>", 1)[-1:]
         for piece in pieces:
             if piece.strip() and not _contains(where, piece.strip()):
                 raise Unrenderable("drops_assistant_content", f"turn {i}: the assistant text is not rendered")
+        if (
+            reasoning == "field"
+            and span is not None
+            and t.reasoning.strip()
+            and not _contains(where, t.reasoning.strip())
+        ):
+            raise Unrenderable("drops_reasoning", f"turn {i}: the assistant reasoning is not rendered")
         for call in t.tool_calls:
             if where.count(call.name) < sum(c.name == call.name for c in t.tool_calls):
                 raise Unrenderable("drops_tool_call", f"turn {i}: tool call '{call.name}' is not rendered")

@@ -5,6 +5,12 @@ The shapes are the ones `tokenizer.apply_chat_template(messages, tools=...)` doc
 `{"role": "tool", "tool_call_id", "name", "content"}`, tools as `{"type": "function", "function": {...}}`.
 Keys without a value are left out, not set to None: templates test `'tool_calls' in message` (Llama 3.1),
 `message.tool_calls is defined` (Mistral, Hermes), and transformers drops None-valued keys the same way.
+
+Reasoning (`Turn.reasoning`): a template that reads `reasoning_content` (Qwen3, DeepSeek-R1 style; see
+`supports_reasoning`) gets it in that key and renders its thinking block; every other template (Llama,
+Qwen2.5, Hermes, Mistral, the builtin one) gets `assistant_text`: the reasoning, a blank line, then the
+content, which is what the converters wrote into `content` before the field existed, so their renderings
+and trainings are unchanged.
 """
 
 from __future__ import annotations
@@ -15,10 +21,20 @@ from typing import Any, Literal
 
 from xlam_hpc.schema import FunctionSpec, Turn
 
-__all__ = ["ToolArguments", "ToolCallIds", "to_hf_messages", "tools_json"]
+__all__ = [
+    "ReasoningStyle",
+    "ToolArguments",
+    "ToolCallIds",
+    "assistant_text",
+    "supports_reasoning",
+    "to_hf_messages",
+    "tools_json",
+]
 
 ToolArguments = Literal["object", "json_string"]
 ToolCallIds = Literal["keep", "alnum9"]
+ReasoningStyle = Literal["content", "field"]
+"""'field': reasoning in `reasoning_content`; 'content': written before the content (`assistant_text`)."""
 _ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -33,6 +49,18 @@ def alnum9(call_id: str) -> str:
     return "".join(out)
 
 
+def supports_reasoning(template: str) -> bool:
+    """Whether a Jinja chat template renders a message's `reasoning_content` (Qwen3 does)."""
+    return "reasoning_content" in template
+
+
+def assistant_text(turn: Turn) -> str:
+    """An assistant turn's text for templates without a reasoning slot: reasoning, blank line, content."""
+    if not turn.reasoning:
+        return turn.content
+    return f"{turn.reasoning}\n\n{turn.content}" if turn.content else turn.reasoning
+
+
 def _arguments(value: dict[str, Any] | str, style: ToolArguments) -> dict[str, Any] | str:
     if style == "json_string" and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
@@ -40,14 +68,23 @@ def _arguments(value: dict[str, Any] | str, style: ToolArguments) -> dict[str, A
 
 
 def to_hf_messages(
-    system: str, turns: list[Turn], arguments: ToolArguments = "object", call_ids: ToolCallIds = "keep"
+    system: str,
+    turns: list[Turn],
+    arguments: ToolArguments = "object",
+    call_ids: ToolCallIds = "keep",
+    reasoning: ReasoningStyle = "content",
 ) -> list[dict[str, Any]]:
     """Unified turns → the OpenAI/HF message dicts chat templates expect (system message first, if any)."""
     ident = alnum9 if call_ids == "alnum9" else str
     out: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for t in turns:
         if t.role == "assistant":
-            msg: dict[str, Any] = {"role": "assistant", "content": t.content}
+            if reasoning == "field":
+                msg: dict[str, Any] = {"role": "assistant", "content": t.content}
+                if t.reasoning:
+                    msg["reasoning_content"] = t.reasoning
+            else:
+                msg = {"role": "assistant", "content": assistant_text(t)}
             if t.tool_calls:
                 msg["tool_calls"] = [
                     {

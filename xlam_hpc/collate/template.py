@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, tools_json
+from xlam_hpc.collate.messages import ToolArguments, ToolCallIds, assistant_text, tools_json
 from xlam_hpc.collate.rendered import Rendered
 from xlam_hpc.errors import ConfigError
 from xlam_hpc.schema import FunctionSpec, Turn
@@ -112,9 +112,10 @@ class BuiltinRenderer:
                 add("[INST]", f" {sys_part}{t.content}", "[/INST]")
             elif t.role == "assistant":
                 start = pos
-                if t.content:
-                    parts.append(f" {t.content}")
-                    pos += len(t.content) + 1
+                text = assistant_text(t)  # reasoning before the content, as mistral_tools.jinja gets it
+                if text:
+                    parts.append(f" {text}")
+                    pos += len(text) + 1
                 if t.tool_calls:
                     calls = ", ".join(
                         _dumps({"name": c.name, "arguments": c.arguments, "id": c.id}) for c in t.tool_calls

@@ -22,7 +22,7 @@ from typing import Any
 
 from xlam_hpc.errors import ConfigError
 
-__all__ = ["BUILTIN_TOKENIZERS", "cache_dir", "load_tokenizer", "tokenizer_fingerprint"]
+__all__ = ["BUILTIN_TOKENIZERS", "FOLDER_HINT", "cache_dir", "load_tokenizer", "tokenizer_fingerprint"]
 
 BUILTIN_TOKENIZERS = {
     "mistral-v3": "mistral_instruct_tokenizer_240323.model.v3",
@@ -37,6 +37,12 @@ _CONFIG = {
     "add_eos_token": False,
     "legacy": False,
 }
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
+FOLDER_HINT = (
+    "A tokenizer folder (as written by save_pretrained, e.g. a model folder) must hold tokenizer.json (fast "
+    "tokenizer) or tokenizer.model (sentencepiece), with tokenizer_config.json (special tokens, chat template)"
+)
 
 _TEKKEN_SPECIALS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
 
@@ -102,10 +108,17 @@ def load_tokenizer(spec: str) -> Any:
                 f"tokenizer '{spec}' not found: give a local folder with tokenizer files or one of "
                 f"{sorted(BUILTIN_TOKENIZERS)} (no model hub is used)"
             )
+        if not path.is_dir():
+            raise ConfigError(
+                f"tokenizer '{spec}' is a file; give the folder that holds it ({path.absolute().parent}). "
+                + FOLDER_HINT
+            )
+        if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+            raise ConfigError(f"tokenizer folder {path} holds no tokenizer files. {FOLDER_HINT}")
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot load tokenizer from {path}: {exc}") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load tokenizer from {path}: {exc}. {FOLDER_HINT}") from None
     if not getattr(tok, "is_fast", False):
         raise ConfigError(f"tokenizer at {path} is not a fast (Rust) tokenizer; offsets are needed for loss masks")
     return tok

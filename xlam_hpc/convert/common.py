@@ -19,22 +19,31 @@ from typing import Any
 from xlam_hpc.convert.base import FunctionSpec, Reject, ToolCall, Turn, parse_json_field, tool_from_openai
 
 __all__ = [
+    "OUTCOME_KEYS",
     "PY_TYPES",
+    "TOOL_KEYS",
     "ToolResults",
     "add_call",
     "as_text",
     "call_id",
+    "infer_tools",
     "is_chat",
     "is_number",
     "join_thought",
     "json_arguments",
     "json_type",
+    "json_value_type",
     "loads_literal",
+    "merge_call_turn",
+    "messages_key",
     "normalize_tool",
     "object_schema",
     "openai_call",
+    "outcome_score",
     "parse_arguments",
     "parse_tools",
+    "record_tools",
+    "reject_kto",
     "reward_score",
     "take_pending",
     "tool_turn",
@@ -339,3 +348,155 @@ def is_number(value: Any) -> bool:
 def reward_score(reward: float) -> float:
     """The 0-5 `score` of a 0..1 environment reward (the scale `convert --min-score` filters on)."""
     return 5.0 * float(reward)
+
+
+# --- generic chat records: where the messages are, tools, outcomes, KTO ---
+
+_NOT_MESSAGES = {"chosen", "rejected", "prompt", "completion", "chosen_messages", "rejected_messages"}
+_MESSAGE_KEYS = ("messages", "conversations", "conversation", "traj", "trajectory", "dialog", "dialogue", "chat")
+TOOL_KEYS = ("tools", "functions", "available_tools")
+"""Top-level keys that may hold a record's tool specs (JSON string or list), first present wins."""
+
+
+def _is_messages(value: Any) -> bool:
+    """A non-empty list of objects that all have a `role`, some with `content` (calls may omit it)."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, Mapping) and isinstance(m.get("role"), str) for m in value)
+        and any("content" in m for m in value)
+    )
+
+
+def messages_key(obj: Any, override: str | None = None) -> str | None:
+    """The top-level key of a record holding OpenAI-style messages (a list of `{role, content}` objects):
+    `override` when given and present, else `messages`, `conversations`, ... in that order, else the first
+    such key in the record. None when there is none. Preference keys (chosen/rejected/prompt) never count."""
+    if not isinstance(obj, Mapping):
+        return None
+    if override:
+        return override if override in obj else None
+    found = [k for k, v in obj.items() if k not in _NOT_MESSAGES and _is_messages(v)]
+    return next((k for k in _MESSAGE_KEYS if k in found), found[0] if found else None)
+
+
+def json_value_type(value: Any) -> str:
+    """The JSON-schema type name of a decoded JSON value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def infer_tools(turns: list[Turn]) -> list[FunctionSpec]:
+    """Tool specs inferred from the calls of `turns` (for datasets whose tools live in an environment): one
+    per call name in first-call order, with each argument seen and its JSON type(s) (integer and number
+    seen together give number), `required` = the arguments every call passed, and an empty description."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for turn in turns:
+        for call in turn.tool_calls:
+            seen.setdefault(call.name, []).append(call.arguments if isinstance(call.arguments, dict) else {})
+    tools = []
+    for name, calls in seen.items():
+        types: dict[str, set[str]] = {}
+        for args in calls:
+            for arg, value in args.items():
+                types.setdefault(arg, set()).add(json_value_type(value))
+        props: dict[str, Any] = {}
+        for arg, seen_types in types.items():
+            ts = seen_types - {"integer"} if {"integer", "number"} <= seen_types else seen_types
+            props[arg] = {"type": next(iter(ts))} if len(ts) == 1 else {"type": sorted(ts)}
+        required = [arg for arg in types if all(arg in args for args in calls)]
+        tools.append(FunctionSpec(name=name, description="", parameters=object_schema(props, required)))
+    return tools
+
+
+def record_tools(
+    obj: Mapping[str, Any],
+    turns: list[Turn],
+    meta: dict[str, Any],
+    normalize: Callable[[Any], FunctionSpec] = normalize_tool,
+) -> list[FunctionSpec]:
+    """The tools of a chat record: from the first of `TOOL_KEYS` present (JSON string or list of specs,
+    each made a FunctionSpec by `normalize`); when none gives a spec but the conversation calls tools, tools
+    inferred from the calls (`infer_tools`) and `meta["tools_inferred"] = True`."""
+    key = next((k for k in TOOL_KEYS if obj.get(k) not in (None, "")), None)
+    specs: list[FunctionSpec] = []
+    if key is not None:
+        value = parse_json_field(obj[key], key)
+        if not isinstance(value, list):
+            raise Reject("wrong_type", f"'{key}' should be a list of tool specs, got {type(value).__name__}")
+        specs = [normalize(s) for s in value]
+    if not specs and any(t.tool_calls for t in turns):
+        meta["tools_inferred"] = True
+        return infer_tools(turns)
+    return specs
+
+
+def merge_call_turn(turns: list[Turn], turn: Turn) -> bool:
+    """Merge an assistant turn that only calls tools into the assistant text turn just before it (OpenAI/MCP
+    traces send the text and the calls as two messages): the calls join that turn. True when merged."""
+    prev = turns[-1] if turns else None
+    if (
+        prev is None
+        or prev.role != "assistant"
+        or prev.tool_calls
+        or turn.role != "assistant"
+        or not turn.tool_calls
+        or turn.content.strip()
+    ):
+        return False
+    prev.tool_calls = list(turn.tool_calls)
+    prev.train = prev.train and turn.train
+    return True
+
+
+OUTCOME_KEYS = ("score", "reward", "success", "win")
+"""Episode outcome fields of generic chat records, in priority order (see `outcome_score`)."""
+
+
+def outcome_score(obj: Mapping[str, Any], meta: dict[str, Any]) -> float | None:
+    """The record's `score` from its episode outcome, so `--min-score` can drop failed episodes.
+
+    Mapping (the first of `OUTCOME_KEYS` present and not null): `score` (a number) is kept as is; `reward`
+    in 0..1 and `success`/`win` (true/false → 1/0, or a 0..1 number) give score = 5 * value, the 0-5 scale
+    of the other environment converters. Every outcome field present is copied to meta unchanged, with
+    `meta["score_scale"]` saying which one gave the score. A value outside this mapping rejects
+    (`bad_outcome`)."""
+    present = [k for k in OUTCOME_KEYS if obj.get(k) is not None]
+    for key in present:
+        meta[key] = obj[key]
+    if not present:
+        return None
+    key, value = present[0], obj[present[0]]
+    if key == "score":
+        if not is_number(value):
+            raise Reject("bad_outcome", f"'score' should be a number, got {value!r:.80}")
+        meta["score_scale"] = "score"
+        return float(value)
+    if isinstance(value, bool):
+        meta["score_scale"] = f"5 * {key} (true = 1, false = 0)"
+        return 5.0 if value else 0.0
+    if not is_number(value) or not 0 <= value <= 1:
+        raise Reject("bad_outcome", f"'{key}' should be true/false or a number in 0..1, got {value!r:.80}")
+    meta["score_scale"] = f"5 * {key}"
+    return reward_score(value)
+
+
+def reject_kto(obj: Any) -> None:
+    """Reject an unpaired-preference (KTO) record: LLaMA-Factory `label` (kto_tag) or TRL `label` with a
+    `completion`. One completion labelled good or bad is not SFT data (a bad one would be learned as a
+    good one) and the unified schema has no KTO kind."""
+    if isinstance(obj, Mapping) and isinstance(obj.get("label"), bool):
+        raise Reject(
+            "kto_unsupported",
+            f"KTO record (label {str(obj['label']).lower()}): unpaired preference data is not SFT data and "
+            "the unified schema has no KTO kind; convert paired data (chosen/rejected) for DPO instead",
+        )

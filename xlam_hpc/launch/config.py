@@ -28,6 +28,8 @@ class LaunchConfig:
     job_name: str = "xlam-hpc"
     extra_sbatch: dict[str, str] = field(default_factory=dict)
     """More `#SBATCH --key=value` lines (values are quoted)."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines the batch script runs before the ranks start, e.g. ['module load apptainer'] (Slurm only)."""
     container: str = ""
     """Command prefix inside the job, e.g. 'apptainer exec --nv --cleanenv -B /scratch xlam-hpc.sif'."""
     signal_before_limit_s: int = 120
@@ -43,3 +45,7 @@ class LaunchConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.tasks_per_node < 1:
             raise ValueError("launch.nodes and launch.tasks_per_node must be >= 1")
+        if isinstance(self.setup, str):
+            self.setup = [self.setup]
+        if not isinstance(self.setup, list) or not all(isinstance(x, str) for x in self.setup):
+            raise ValueError("launch.setup must be a list of shell lines (strings)")

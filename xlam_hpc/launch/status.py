@@ -2,8 +2,11 @@
 
 Never uses sacct (accounting is often off): Slurm state comes from `squeue -t all` (which forgets jobs
 after MinJobAge), then `scontrol show job`, and otherwise from what the job folders say (FINISHED
-marker, requeue ledger, checkpoints). "requeues" are the totals; "budgets" what each requeue budget has
-used and allows (failures and preemptions count since the last progress: see launch/requeue.py).
+marker, requeue ledger, checkpoints). "restarts" and "requeues" are the run's totals across all its jobs
+(a resubmission with the same output_dir adds to them; "jobs" counts the submissions); "budgets" what each
+requeue budget has used and allows (failures and preemptions count since the last progress: see
+launch/requeue.py). A run whose last stop was a failure shows its cause: the failing rank's last error line
+and the log it is in (launch/causes.py).
 """
 
 from __future__ import annotations
@@ -94,6 +97,34 @@ def budget_line(budgets: dict[str, dict[str, Any]]) -> str:
     return ", ".join(parts)
 
 
+def _restarts(ledger: dict[str, Any], last_job: str | None, slurm_restarts: int | None) -> tuple[int, dict[str, int]]:
+    """(total, per job): a ledger entry with action "requeue" is one restart (decided by the batch script or
+    added at the next start); Slurm's own count of the last job covers a restart whose start is not counted yet."""
+    per_job: dict[str, int] = {}
+    for h in ledger.get("history", []):
+        if h.get("action") == "requeue":
+            key = str(h.get("job_id"))
+            per_job[key] = per_job.get(key, 0) + 1
+    if last_job is not None and slurm_restarts is not None and slurm_restarts > per_job.get(last_job, 0):
+        per_job[last_job] = slurm_restarts
+    return sum(per_job.values()), per_job
+
+
+def _cause(out: Path, ledger: dict[str, Any], state: str, last_job: str | None) -> dict[str, Any] | None:
+    """The last failure's cause, when the run's last stop was a failure (or Slurm says the job failed)."""
+    history = ledger.get("history", [])
+    decisions = [h for h in history if h.get("reason") not in ("start", "resubmitted")]
+    if decisions and decisions[-1].get("reason") == "failure":
+        from xlam_hpc.launch.causes import failure_cause
+
+        return decisions[-1].get("cause") or failure_cause(out, decisions[-1].get("job_id"))
+    if state in {"FAILED", "NODE_FAIL", "OUT_OF_MEMORY"}:
+        from xlam_hpc.launch.causes import failure_cause
+
+        return failure_cause(out, last_job)
+    return None
+
+
 def run_status(out: Path) -> dict[str, Any]:
     """Status of one run directory (an output_dir)."""
     subs = (
@@ -110,7 +141,7 @@ def run_status(out: Path) -> dict[str, Any]:
         state, restarts = slurm_job_state(last["job_id"])
     finished = (out / "FINISHED").exists()
     if state is None:
-        history = ledger.get("history", [])
+        history = [h for h in ledger.get("history", []) if h.get("reason") not in ("start", "resubmitted")]
         if finished:
             state = "FINISHED"
         elif history and history[-1]["action"] == "stop":
@@ -118,19 +149,21 @@ def run_status(out: Path) -> dict[str, Any]:
         else:
             state = "UNKNOWN" if subs else "NOT_SUBMITTED"
     metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
+    last_job = str(last["job_id"]) if last.get("job_id") is not None else None
+    total, per_job = _restarts(ledger, last_job, restarts if last.get("cluster") == "slurm" else None)
     return {
         "output_dir": str(out),
         "job_id": last.get("job_id"),
         "cluster": last.get("cluster"),
         "state": state,
         "finished": finished,
-        # a ledger entry is a decision; only "requeue" ones restarted the job ("done"/"stop" ended it)
-        "restarts": restarts
-        if restarts is not None
-        else sum(h.get("action") == "requeue" for h in ledger.get("history", [])),
+        "jobs": len(subs),
+        "restarts": total,
+        "restarts_by_job": per_job,
         "requeues": {k: ledger.get(k, 0) for k in ("timeouts", "preemptions", "failures")},
         "budgets": budgets,
         "budget_line": budget_line(budgets),
+        "cause": _cause(out, ledger, state, last_job),
         "last_checkpoint_step": _last_checkpoint(out),
         "logs": last.get("logs"),
         "final_loss": metrics.get("final_loss"),

@@ -8,6 +8,8 @@ submitted again on the same output_dir (the trainer resumes from its checkpoint)
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -23,7 +25,7 @@ from xlam_hpc.recipe import Recipe
 from xlam_hpc.runenv.lock import LOCK_NAME, acquire_output_lock
 from xlam_hpc.runenv.stops import stop_path
 
-__all__ = ["dry_run", "make_executor", "submit_run"]
+__all__ = ["check_container", "dry_run", "launch_preflight", "make_executor", "submit_run"]
 
 _ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUE_HOLD", "RESIZING"}
 
@@ -60,6 +62,45 @@ def _refuse_if_active(out: Path) -> None:
     lock = out / LOCK_NAME
     if lock.exists():
         acquire_output_lock(out).close()  # raises when a running trainer holds it
+
+
+def check_container(launch: Any) -> None:
+    """launch.container's command exists here (a name on PATH, or an executable path): a typo in it fails every
+    task of the job. With `launch.setup` lines (e.g. `module load apptainer`) the command may appear only after
+    them, on the node, so a name missing here is accepted then."""
+    if not launch.container:
+        return
+    try:
+        words = shlex.split(launch.container)
+    except ValueError as exc:
+        raise ConfigError(f"launch.container {launch.container!r}: {exc}") from None
+    if not words:
+        return
+    exe = words[0]
+    if "/" in exe:
+        if not (Path(exe).is_file() and os.access(exe, os.X_OK)):
+            raise ConfigError(f"launch.container: {exe} is not an executable file (from {launch.container!r})")
+    elif shutil.which(exe) is None and not getattr(launch, "setup", None):
+        raise ConfigError(
+            f"launch.container: '{exe}' not found on PATH (from {launch.container!r}); install it, give its full "
+            "path, or load it with launch.setup lines (e.g. 'module load apptainer')"
+        )
+
+
+def launch_preflight(recipe: Recipe, *, tokenizers: dict[str, Any] | None = None) -> None:
+    """What `train` checks before its first step, run before anything is queued (train.preflight: recipe,
+    shards and record kinds, tokenizer and model config, DeepSpeed config, batch vs. world size
+    launch.nodes × launch.tasks_per_node, output_dir), plus the container command and the #SBATCH values.
+    Reads configs only: seconds, no weights, no CUDA, nothing written. `tokenizers`: a cache by name."""
+    from xlam_hpc.train.preflight import preflight
+
+    launch = recipe.launch
+    submitit_parameters(launch, recipe.output_dir, cluster=launch.cluster)  # control characters in #SBATCH values
+    check_container(launch)
+    cached = None if tokenizers is None else tokenizers.get(recipe.tokenizer)
+    checked = preflight(recipe, launch.nodes * launch.tasks_per_node, tokenizer=cached)
+    if tokenizers is not None:
+        tokenizers[recipe.tokenizer] = checked.tokenizer
 
 
 def make_executor(recipe: Recipe, cluster: str, folder: Path) -> Any:
@@ -124,6 +165,7 @@ def submit_run(recipe: Recipe, *, cluster: str, wait: bool, log: Any = print) ->
     """Submit; for local runs (or --wait) supervise until done. Returns the submitted submitit jobs."""
     out = Path(recipe.output_dir).resolve()
     recipe.output_dir = str(out)
+    launch_preflight(recipe)  # before anything is written or queued
     _refuse_if_active(out)
     payload = _payload(recipe, out)
     executor = make_executor(recipe, cluster, out / "launch" / "submitit")
@@ -219,24 +261,9 @@ def _supervise_local(recipe: Recipe, executor: Any, payload: TrainJob, job: Any,
 
 
 def dry_run(recipe: Recipe) -> str:
-    """The sbatch script `submit --cluster slurm` would submit (nothing is submitted)."""
-    from submitit.slurm.slurm import _make_sbatch_string  # submitit has no public renderer (pinned 1.5.4)
+    """The sbatch script `submit --cluster slurm` would submit (quoted exactly as submitted), after the same
+    preflight as `submit` (nothing is submitted or written)."""
+    from xlam_hpc.launch.slurm import sbatch_script
 
-    params = submitit_parameters(recipe.launch, recipe.output_dir, cluster="slurm")
-    mapping = {
-        "name": "job_name",
-        "tasks_per_node": "ntasks_per_node",
-        "timeout_min": "time",
-        "gpus_per_node": "gpus_per_node",
-        "mem_gb": "mem",
-    }
-    kwargs: dict[str, Any] = {}
-    for key, value in params.items():
-        if key.startswith("slurm_"):
-            kwargs[key[len("slurm_") :]] = value
-        elif key == "mem_gb":
-            kwargs["mem"] = f"{value}GB"
-        else:
-            kwargs[mapping.get(key, key)] = value
-    command = f"{python_command(recipe.launch)} -u -m submitit.core._submit {recipe.output_dir}/launch/submitit/%j"
-    return _make_sbatch_string(command=command, folder=f"{recipe.output_dir}/launch/submitit/%j", **kwargs)
+    launch_preflight(recipe)
+    return sbatch_script(recipe.launch, recipe.output_dir)

@@ -1,8 +1,10 @@
-"""`xlam-hpc sweep RECIPE --grid lr=1e-5,2e-5 train.lora.r=8,16`: one Slurm array over a grid.
+"""`xlam-hpc sweep RECIPE --grid lr=1e-5,2e-5 --grid train.lora.r=8,16`: one Slurm array over a grid.
 
-Task i of the cartesian product gets its own output_dir (SWEEP/task-000i) and a seed derived from
-(base seed, i) with SeedSequence, so a requeued task keeps its seed. The sweep directory holds
-sweep.json (the manifest) and, once tasks finish, summary.csv / summary.md of their final metrics.
+Task i of the cartesian product gets its own output_dir (SWEEP/task-000i). Every task has the recipe's
+seed — the same data order and initial weights, so only the grid varies — unless `--seeds K` asks for K
+replicates of every point (seeds seed, seed+1, ..., seed+K-1). Before anything is submitted every task
+passes the trainer's preflight (launch.preflight). The sweep directory holds sweep.json (the manifest) and,
+once tasks finish, summary.csv / summary.md of their final metrics.
 """
 
 from __future__ import annotations
@@ -14,19 +16,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from xlam_hpc.config import parse_override
-from xlam_hpc.errors import ConfigError
+from xlam_hpc.errors import ConfigError, XlamError
 from xlam_hpc.launch.status import status_report
 from xlam_hpc.recipe import Recipe, load_recipe
 
-__all__ = ["expand_grid", "parse_grid", "submit_sweep", "summarize", "task_seed"]
+__all__ = ["expand_grid", "parse_grid", "preflight_sweep", "submit_sweep", "summarize", "task_seed"]
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
-    """['lr=1e-5,2e-5', 'train.lora.r=8,16'] → {'lr': [1e-5, 2e-5], 'train.lora.r': [8, 16]}."""
+    """['lr=1e-5,2e-5', 'train.lora.r=8,16'] → {'lr': [1e-5, 2e-5], 'train.lora.r': [8, 16]}. The specs of
+    repeated --grid flags arrive as one list; a key given twice is an error (not a silent last-one-wins)."""
     grid: dict[str, list[Any]] = {}
+    seen: dict[str, str] = {}
     for spec in specs:
         key, sep, raw = spec.partition("=")
         if not sep or not key.strip() or not raw.strip():
@@ -34,6 +36,10 @@ def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
         values = [parse_override(f"{key}={part}")[1] for part in raw.split(",") if part.strip()]
         if not values:
             raise ConfigError(f"--grid '{spec}' has no values")
+        name = _alias(key.strip())
+        if name in seen:
+            raise ConfigError(f"--grid gives {name} twice ('{seen[name]}' and '{spec}'); list its values once")
+        seen[name] = spec
         grid[key.strip()] = values
     return grid
 
@@ -44,7 +50,11 @@ def _alias(key: str) -> str:
 
 
 def task_seed(base_seed: int, index: int) -> int:
-    """Seed of sweep task `index`: independent streams from one base seed, stable across requeues."""
+    """An independent seed per index from one base seed, stable across requeues (SeedSequence). CLI sweeps no
+    longer use it (their tasks share the recipe's seed, `--seeds K` adds seed+j replicates); kept for the
+    slurm/sweep-array.sbatch template, which derives its per-task seeds with it."""
+    import numpy as np
+
     return int(np.random.SeedSequence([base_seed, index]).generate_state(1, dtype=np.uint32)[0])
 
 
@@ -54,26 +64,50 @@ def expand_grid(
     grid: dict[str, list[Any]],
     sweep_dir: Path,
     base: dict[str, Any] | None = None,
+    *,
+    seeds: int = 1,
 ) -> list[tuple[dict[str, Any], Recipe]]:
-    """Validated task recipes of the grid: [(assignment, recipe)]; unknown keys fail before submission."""
+    """Validated task recipes of the grid × `seeds` replicates: [(assignment, recipe)]; unknown keys fail before
+    submission. Replicate j of a point has seed `seed + j` (the recipe's seed for j = 0)."""
     if not grid:
         raise ConfigError("a sweep needs at least one --grid key=values")
+    if seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
     keys = [_alias(k) for k in grid]
+    if "seed" in keys and seeds > 1:
+        raise ConfigError("--grid seed=... and --seeds K both set the seed; use one of them")
     points = list(itertools.product(*grid.values()))
     if not points:
         raise ConfigError("the grid has 0 points")
     base_recipe = load_recipe(recipe_path, overrides, base=base)
     tasks = []
-    for i, values in enumerate(points):
+    for values in points:
         assignment = dict(zip(keys, values, strict=True))
-        task_overrides = [
-            *overrides,
-            *(f"{k}={json.dumps(v)}" for k, v in assignment.items()),
-            f"output_dir={sweep_dir / f'task-{i:04d}'}",
-            f"seed={task_seed(base_recipe.seed, i)}",
-        ]
-        tasks.append((assignment, load_recipe(recipe_path, task_overrides, base=base)))
+        for j in range(seeds):
+            i = len(tasks)
+            task_overrides = [
+                *overrides,
+                *(f"{k}={json.dumps(v)}" for k, v in assignment.items()),
+                f"output_dir={sweep_dir / f'task-{i:04d}'}",
+            ]
+            if "seed" not in assignment:
+                task_overrides.append(f"seed={base_recipe.seed + j}")
+            tasks.append((assignment, load_recipe(recipe_path, task_overrides, base=base)))
     return tasks
+
+
+def preflight_sweep(tasks: list[tuple[dict[str, Any], Recipe]]) -> None:
+    """The trainer's preflight for every task (a grid value can break one task only: a batch size, a DeepSpeed
+    file); ConfigError naming the task. The tokenizer is loaded once per distinct tokenizer."""
+    from xlam_hpc.launch.submit import launch_preflight
+
+    tokenizers: dict[str, Any] = {}
+    for i, (assignment, recipe) in enumerate(tasks):
+        try:
+            launch_preflight(recipe, tokenizers=tokenizers)
+        except XlamError as exc:  # also ShardError, ResumeError
+            values = " ".join(f"{k}={v}" for k, v in assignment.items())
+            raise type(exc)(f"sweep task-{i:04d} ({values}, seed={recipe.seed}): {exc}") from None
 
 
 def submit_sweep(
@@ -87,6 +121,7 @@ def submit_sweep(
     """All tasks as one array job (submitit batch); writes sweep.json."""
     from xlam_hpc.launch.submit import _payload, make_executor
 
+    preflight_sweep(tasks)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     executor = make_executor(tasks[0][1], cluster, sweep_dir / "submitit")
     if max_parallel and cluster == "slurm":

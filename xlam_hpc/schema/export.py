@@ -21,7 +21,9 @@ def json_schema(kind: str) -> dict[str, Any]:
 
 
 def _turn_to_actionstudio(turn: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in turn.items() if k != "tool_calls"}
+    out = {k: v for k, v in turn.items() if k not in ("tool_calls", "reasoning")}
+    if turn.get("reasoning"):  # ActionStudio has no reasoning field: the thought leads the content, as before
+        out["content"] = "\n\n".join(s for s in (turn["reasoning"], turn.get("content", "")) if s)
     if turn.get("tool_calls"):
         out["tool_calls"] = [
             {"type": "function", "id": c["id"], "function": {"name": c["name"], "arguments": c["arguments"]}}
@@ -31,7 +33,8 @@ def _turn_to_actionstudio(turn: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_actionstudio(rec: Trajectory | Preference) -> dict[str, Any]:
-    """The record in ActionStudio's layout: tools and tool_calls nested under `function`."""
+    """The record in ActionStudio's layout: tools and tool_calls nested under `function`; a turn's `reasoning`
+    is written before its `content` (blank line between), as non-reasoning chat templates render it."""
     data = msgspec.to_builtins(rec)
     data["tools"] = [{"type": "function", "function": t} for t in data["tools"]]
     data["conversation"] = [_turn_to_actionstudio(t) for t in data["conversation"]]

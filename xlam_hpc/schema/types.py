@@ -52,12 +52,18 @@ class ToolCall(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 class Turn(msgspec.Struct, kw_only=True, omit_defaults=True, forbid_unknown_fields=True):
     """One conversation turn.
 
-    user: `content`. assistant: `content` (thought or answer) and/or `tool_calls`.
+    user: `content`. assistant: `content` (the answer, or a thought for sources that do not mark thoughts),
+    optional `reasoning` (the thought, kept apart from the answer) and/or `tool_calls`.
     tool: `tool_call_id`, `name`, `content` (the observation).
     """
 
     role: Role
     content: str = ""
+    reasoning: str = ""
+    """Assistant only: the thought before the answer/calls (ReAct `Thought:`, LLaMA-Factory `reasoning` parts).
+    Chat templates that read `reasoning_content` (Qwen3) render it in their thinking block; for the others
+    it is written before `content`, separated by a blank line, as converters wrote it into `content` before
+    the field existed. Left out of the JSON when empty, so records without reasoning are unchanged."""
     tool_calls: list[ToolCall] = msgspec.field(default_factory=list)
     tool_call_id: str | None = None
     name: str | None = None

@@ -7,7 +7,8 @@ Rules (each failure is a `RecordInvalid` whose `reason` is a short stable code u
 - tool-call ids are unique, and every call is answered by a tool turn before the next assistant turn,
   unless its assistant turn is the last turn;
 - arguments are objects; a JSON string is parsed, invalid JSON is a rejection;
-- call names exist in `tools` when tools are given.
+- call names exist in `tools` when tools are given;
+- only assistant turns carry `reasoning`, and reasoning alone is not a reply (content or calls needed).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ def _check_turns(conv: list[Turn], tool_names: set[str], *, allow_open_end: bool
     pending: dict[str, str] = {}  # call id -> name, waiting for a tool turn
     prev: Turn | None = None
     for i, turn in enumerate(conv):
+        if turn.reasoning and turn.role != "assistant":
+            raise RecordInvalid("reasoning_not_assistant", f"turn {i}: only assistant turns carry reasoning")
         if turn.role == "assistant":
             if not turn.content.strip() and not turn.tool_calls:
                 raise RecordInvalid(

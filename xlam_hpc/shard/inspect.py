@@ -40,7 +40,8 @@ def render_text(rec: Trajectory | Preference, width: int = 100) -> str:
     if rec.task_instruction:
         lines.append(f"  system: {_clip(rec.task_instruction, width)}")
     if rec.tools:
-        lines.append("  tools: " + ", ".join(t.name for t in rec.tools))
+        inferred = " (inferred from the calls)" if rec.meta.get("tools_inferred") else ""
+        lines.append(f"  tools{inferred}: " + ", ".join(t.name for t in rec.tools))
     for turn in rec.conversation:
         lines += _turn_lines(turn, width)
     if isinstance(rec, Preference):

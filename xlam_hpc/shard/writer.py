@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import webdataset as wds
 
-from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, iter_raw
+from xlam_hpc.convert.reader import DEFAULT_MAX_RECORD_BYTES, RawError, check_text_file, explain_json_error, iter_raw
 from xlam_hpc.errors import ConfigError, DataError, ShardError
 from xlam_hpc.files import sha256_file
 from xlam_hpc.progress import progress_bar
@@ -198,6 +198,11 @@ def build_member_index(path: Path, members: list[str], expected: int) -> np.ndar
 
 def _prepare_dir(cfg: ShardConfig) -> tuple[Path, Path]:
     out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file; the shard output (-o) is a directory")
+    if cfg.rejects and Path(cfg.rejects).is_dir():
+        example = Path(cfg.rejects) / "rejects.jsonl"
+        raise ConfigError(f"{cfg.rejects}: is a directory; --rejects is a file (e.g. {example})")
     if (out / MANIFEST_NAME).exists():
         if not cfg.overwrite:
             raise ConfigError(f"{out} already holds a dataset ({MANIFEST_NAME}); pass --overwrite to replace it")
@@ -258,10 +263,10 @@ def write_shards(
 ) -> ShardSummary:
     """Validate every input record and write the shard directory. Bad records are rejected, not fatal."""
     inputs = [Path(p) for p in cfg.inputs]
-    for p in inputs:
-        if not p.is_file():
-            raise DataError(f"{p}: input file not found")
+    for p in inputs:  # a directory, UTF-16 or binary file is named before anything is written
+        check_text_file(p)
     out, tmp = _prepare_dir(cfg)
+    not_unified = 0
     members = ["json", *(extra_members or [])]
     per_source: dict[str, _SourceShards] = {}
     seen_ids: set[str] = set()
@@ -279,8 +284,18 @@ def write_shards(
                         continue
                     try:
                         rec = decode_record(item.obj) if isinstance(item.obj, dict | bytes) else None
+                    except RecursionError:
+                        rejects.add(item.path, item.position, *explain_json_error(b"[" * 100_000))
+                        continue
                     except RecordInvalid as exc:
-                        rejects.add(item.path, item.position, exc.reason, str(exc), _id_of(item.obj))
+                        reason, message = exc.reason, str(exc)
+                        if reason in ("invalid_json", "invalid_utf8") and isinstance(item.obj, bytes):
+                            reason, message = explain_json_error(item.obj)
+                            message = message or str(exc)
+                        elif _is_raw(item.obj):
+                            not_unified += 1
+                            message += f"; {_RAW_HINT}"
+                        rejects.add(item.path, item.position, reason, message, _id_of(item.obj))
                         continue
                     if rec is None:
                         rejects.add(
@@ -321,7 +336,8 @@ def write_shards(
             for shards in per_source.values():
                 shards.close_shard()
         if summary.written == 0:
-            raise DataError(f"no valid record in {', '.join(map(str, inputs))}; see {rejects.path}")
+            hint = f" ({not_unified} not unified records: {_RAW_HINT})" if not_unified else ""
+            raise DataError(f"no valid record in {', '.join(map(str, inputs))}{hint}; see {rejects.path}")
         infos = [i for name in sorted(per_source) for i in per_source[name].infos]
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
@@ -346,10 +362,21 @@ def write_shards(
     return summary
 
 
+_RAW_HINT = "shard reads unified records: run `xlam-hpc convert` on the raw file first"
+
+
+def _is_raw(obj: Any) -> bool:
+    """A record without the unified keys: raw dataset input given to `shard` instead of `convert`."""
+    if isinstance(obj, bytes):
+        is_object = obj.lstrip().startswith(b"{")
+        return is_object and b'"unique_trajectory_id"' not in obj and b'"conversation"' not in obj
+    return isinstance(obj, dict) and "unique_trajectory_id" not in obj and "conversation" not in obj
+
+
 def _id_of(obj: Any) -> str | None:
     if isinstance(obj, bytes):  # best effort: the id of a line that failed validation
         try:
             obj = json.loads(obj)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     return obj.get("unique_trajectory_id") if isinstance(obj, dict) else None

@@ -71,9 +71,16 @@ class GlobalOrder:
 
     @classmethod
     def build(
-        cls, catalog: Catalog, weights: dict[str, float], seed: int, block: int, window_shards: int
+        cls,
+        catalog: Catalog,
+        weights: dict[str, float],
+        seed: int,
+        block: int,
+        window_shards: int,
+        *,
+        weights_default: float | None = None,
     ) -> GlobalOrder:
-        normalized = normalize_weights(weights, catalog.sizes)
+        normalized = normalize_weights(weights, catalog.sizes, weights_default)
         names = tuple(normalized)
         plan = MixturePlan(names, tuple(normalized[n] for n in names), block, seed)
         orders = tuple(SourceOrder(n, catalog.shard_sizes(n), seed, window_shards) for n in names)

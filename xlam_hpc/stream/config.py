@@ -38,7 +38,10 @@ class StreamConfig:
     shards: list[str]
     """Shard directories (each with a manifest.json); source names must be unique across them."""
     weights: dict[str, float] = field(default_factory=dict)
-    """Mixture weight per source (normalized); sources left out are not used. Empty: proportional to size."""
+    """Mixture weight per source (normalized). Empty: proportional to size. Naming only some sources is an
+    error listing the others, unless `weights_default` says what they get."""
+    weights_default: float | None = None
+    """Weight of the sources `weights` leaves out: 0 = not used (say so explicitly); None = they are an error."""
     global_batch_size: int = 8
     """Samples per optimizer step across all ranks (divisible by the world size)."""
     mixture_block: int = 0

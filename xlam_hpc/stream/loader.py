@@ -200,7 +200,8 @@ def build_loader(
         index_cache_bytes=cfg.index_cache_mb << 20,
         max_open_files=cfg.max_open_files,
     )
-    order = GlobalOrder.build(catalog, cfg.weights, seed, cfg.mixture_block or cfg.global_batch_size, cfg.window_shards)
+    block = cfg.mixture_block or cfg.global_batch_size
+    order = GlobalOrder.build(catalog, cfg.weights, seed, block, cfg.window_shards, weights_default=cfg.weights_default)
     check_source_kinds({name: catalog.kinds[name] for name in order.names}, task)
     encoder = SampleEncoder(tokenizer, collate)
     for name in order.names:  # the part truncation keeps must fit, or every sample would be dropped

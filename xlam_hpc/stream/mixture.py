@@ -29,25 +29,41 @@ __all__ = ["MixturePlan", "block_quotas", "normalize_weights"]
 DEFAULT_PERIOD = 1024
 
 
-def normalize_weights(weights: Mapping[str, float], sizes: Mapping[str, int]) -> dict[str, float]:
+def normalize_weights(
+    weights: Mapping[str, float], sizes: Mapping[str, int], default: float | None = None
+) -> dict[str, float]:
     """Validated weights summing to 1, in sorted source order. Empty `weights` = proportional to size.
 
+    `weights` naming only some sources: the others get `default` (`data.weights_default`; 0 leaves them
+    out), and without a default that is an error listing them, so a forgotten source is never silently dropped.
+
     Errors (ConfigError): unknown source, negative/NaN/inf weight, all zero, a weighted source with
-    no samples.
+    no samples, unlisted sources without a default.
     """
     if not sizes:
         raise ConfigError("no source with samples in the given shard directories")
+    if default is not None and (not isinstance(default, int | float) or not math.isfinite(default) or default < 0):
+        raise ConfigError(f"data.weights_default must be a finite number >= 0, got {default!r}")
     if not weights:
         weights = {name: float(n) for name, n in sizes.items()}
+    unknown = sorted(name for name in weights if name not in sizes)
+    if unknown:
+        raise ConfigError(f"weight given for unknown source '{unknown[0]}' (sources: {sorted(sizes)})")
     for name, w in weights.items():
-        if name not in sizes:
-            raise ConfigError(f"weight given for unknown source '{name}' (sources: {sorted(sizes)})")
         if not isinstance(w, int | float) or math.isnan(w) or math.isinf(w):
             raise ConfigError(f"weight of source '{name}' must be a finite number, got {w!r}")
         if w < 0:
             raise ConfigError(f"weight of source '{name}' is negative ({w})")
         if w > 0 and sizes[name] == 0:
             raise ConfigError(f"source '{name}' has weight {w} but no samples")
+    unlisted = sorted(name for name, n in sizes.items() if name not in weights and n > 0)  # empty ones lose nothing
+    if unlisted:
+        if default is None:
+            raise ConfigError(
+                f"data.weights names {len(weights)} of the {len(sizes)} sources; unlisted: {', '.join(unlisted)}. "
+                "Give them a weight, or set data.weights_default: 0 to leave them out"
+            )
+        weights = {**weights, **{name: float(default) for name in unlisted}}
     total = float(sum(weights.values()))
     if total <= 0:
         raise ConfigError(f"all mixture weights are zero: {dict(weights)}")

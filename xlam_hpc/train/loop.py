@@ -25,7 +25,7 @@ from xlam_hpc.recipe import Recipe
 from xlam_hpc.runenv.dist import detect
 from xlam_hpc.runenv.lock import acquire_output_lock
 from xlam_hpc.runenv.stops import clear_stop
-from xlam_hpc.train.checkpoint import CheckpointManager, check_fingerprint
+from xlam_hpc.train.checkpoint import CheckpointManager
 from xlam_hpc.train.signals import REQUEUE_EXIT_CODE, StopFlag
 
 __all__ = ["FINISHED", "lr_lambda", "run_training"]
@@ -75,18 +75,13 @@ class _Run:
 
     # -- setup ------------------------------------------------------------------------------------
     def preflight(self) -> None:
-        """Checks that need no process group: configuration errors surface in seconds, on every rank."""
-        from xlam_hpc.stream.partition import per_rank_batch
+        """Checks that need no process group: configuration errors surface in seconds, on every rank. The
+        configuration checks are train.preflight's, the same `submit` runs before queueing; here come the lock
+        and the device checks around them."""
         from xlam_hpc.train import runtime
-        from xlam_hpc.train.model import check_model_vocab, read_model_config
-        from xlam_hpc.train.stepper import training_template
+        from xlam_hpc.train.preflight import preflight
 
         r, t = self.recipe, self.recipe.train
-        if "wandb" in t.report_to and self.dist.rank == 0:
-            import importlib.util
-
-            if importlib.util.find_spec("wandb") is None:
-                raise ConfigError("train.report_to asks for wandb, which is not installed: pip install wandb")
         if self.dist.rank == 0:  # a second job on the same output_dir is refused here
             self.lock = acquire_output_lock(self.out)
         runtime.configure_determinism(t.deterministic)  # before the probe initializes CUDA
@@ -101,25 +96,10 @@ class _Run:
         )
         self.precision = runtime.resolve_precision(t.precision, cuda)
         self.model_cfg = self._attention(cuda)
-        self.ds_config = runtime.deepspeed_config(
-            t.deepspeed,
-            per_rank_batch=per_rank_batch(r.data.global_batch_size, self.dist.world_size),
-            world_size=self.dist.world_size,
-            grad_clip=t.grad_clip,
-            precision=self.precision,
-        )
-        latest = self.out / "latest"
-        if latest.exists() and r.resume != "force":  # cheap early look; the full verification comes later
-            try:
-                manifest = json.loads((self.out / latest.read_text().strip() / "manifest.json").read_text())
-            except (OSError, ValueError):
-                manifest = None
-            if manifest is not None:
-                check_fingerprint(self.out, manifest, r.fingerprint(), force=False)
-        model_config = read_model_config(r.model)  # before the tokenizer: a missing folder is the clearer error
-        self.tokenizer = r.load_tokenizer()
-        check_model_vocab(r.model, model_config, self.tokenizer, r.tokenizer)
-        self.chat_template = training_template(r.collate, self.tokenizer)
+        checked = preflight(r, self.dist.world_size, precision=self.precision)
+        self.ds_config = checked.ds_config
+        self.tokenizer = checked.tokenizer
+        self.chat_template = checked.chat_template
 
     def _attention(self, cuda: Any) -> Any:
         """The model section with `auto` attention resolved for this device (train.attention)."""

@@ -13,7 +13,8 @@ from xlam_hpc.schema import decode_record
 def run_convert(tmp_path: Path, inputs: list[Path], fmt: str, name: str = "out") -> tuple[Any, list[dict], list[dict]]:
     """(summary, converted records as dicts, reject rows); every written line must decode and validate."""
     out = tmp_path / f"{name}.jsonl"
-    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False)
+    # overwrite: a test may convert twice under one name
+    cfg = ConvertConfig(inputs=[str(p) for p in inputs], output=str(out), format=fmt, progress=False, overwrite=True)
     summary = convert_files(cfg, log=lambda *_: None)
     lines = out.read_text(encoding="utf-8").splitlines()
     for line in lines:

@@ -64,11 +64,18 @@ def test_own_trajectory_and_preference_records_pass_through(tmp_path):
     path = write_jsonl(tmp_path / "own.jsonl", [traj, pref])
     summary, recs, _ = run_convert(tmp_path, [path], "actionstudio")
     assert summary.converted == 2
-    assert recs[0]["unique_trajectory_id"] == "mysrc-3" and recs[0]["source"] == "mysrc"
-    assert recs[0]["conversation"] == traj["conversation"]
-    assert recs[0]["score"] == 3.0
-    assert recs[1]["chosen"] == {"role": "assistant", "content": "4"}
-    assert (recs[1]["score"], recs[1]["meta"]) == (1.5, {"k": "v"})
+    (rec,) = recs  # SFT trajectories and DPO pairs are not mixed in one file: the pair went to out.preference.jsonl
+    assert rec["unique_trajectory_id"] == "mysrc---own---mysrc-3" and rec["source"] == "mysrc"
+    assert rec["meta"]["original_id"] == "mysrc-3"
+    assert rec["conversation"] == traj["conversation"]
+    assert rec["score"] == 3.0
+    (pair,) = [json.loads(line) for line in (tmp_path / "out.preference.jsonl").read_text().splitlines()]
+    assert pair["chosen"] == {"role": "assistant", "content": "4"}
+    assert (pair["score"], pair["meta"]) == (1.5, {"k": "v", "original_id": "pair-1"})
+    assert summary.outputs == {
+        "trajectory": str(tmp_path / "out.jsonl"),
+        "preference": str(tmp_path / "out.preference.jsonl"),
+    }
 
 
 def test_unknown_keys_go_to_meta(tmp_path):

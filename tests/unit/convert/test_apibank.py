@@ -24,7 +24,16 @@ TRAIN = AB / "training-data" / "lv3-api-train.sel.json"
 @pytest.mark.parametrize("fmt", ["api-bank", "auto"])
 def test_raw_dialogues_one_trajectory_per_file(tmp_path, fmt):
     summary, recs, _rejects = run_convert(tmp_path, [AGENDA, STOCK, HOTEL], fmt)
-    assert summary.files[str(AGENDA)] == {"format": "api-bank", "read": 12, "converted": 1, "rejected": 0}
+    # counts are per record: the 12 lines of a dialogue file are one record in
+    assert summary.files[str(AGENDA)] == {
+        "format": "api-bank",
+        "read": 1,
+        "converted": 1,
+        "rejected": 0,
+        "filtered_min_score": 0,
+        "duplicates_removed": 0,
+        "tools_inferred": 0,
+    }
     assert (summary.converted, summary.num_rejected) == (3, 0)
     agenda, stock, hotel = recs
     assert agenda["unique_trajectory_id"] == "api-bank---AddAgenda-AddAlarm-GetUserToken-level-2-1---level-1-given-desc"
@@ -149,7 +158,15 @@ def test_bad_turn_is_rejected_at_its_line(tmp_path):
     bad_path = write_jsonl(tmp_path / "dialogues" / "Bad-level-1-1.jsonl", bad)
     broken = write_jsonl(tmp_path / "dialogues" / "Broken-level-1-2.jsonl", [*lines[:3], "{not json", *lines[4:]])
     summary, recs, rejects = run_convert(tmp_path, [bad_path, AGENDA, broken], "api-bank")
-    assert summary.files[str(bad_path)] == {"format": "api-bank", "read": 12, "converted": 0, "rejected": 1}
+    assert summary.files[str(bad_path)] == {
+        "format": "api-bank",
+        "read": 1,
+        "converted": 0,
+        "rejected": 1,
+        "filtered_min_score": 0,
+        "duplicates_removed": 0,
+        "tools_inferred": 0,
+    }
     assert len(recs) == 1 and recs[0]["meta"]["file"] == AGENDA.name
     assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
         (str(bad_path), "line 7", "wrong_type"),

@@ -20,12 +20,16 @@ def test_hermes_card_examples(tmp_path, fmt):
     assert (summary.read, summary.converted, summary.num_rejected) == (4, 3, 1)
     assert summary.files[str(HERMES)]["format"] == "hermes"
     flights, movie, agent = recs
-    assert flights["unique_trajectory_id"] == "753d8365-0e54-43b1-9514-3f9b819fd31c"
+    # the record's own id, namespaced by source and file (the same id in another file is another record)
+    assert flights["unique_trajectory_id"] == (
+        "hermes-fc-v1---hermes_fc_v1_card_examples---753d8365-0e54-43b1-9514-3f9b819fd31c"
+    )
     assert flights["source"] == "hermes-fc-v1"
     assert flights["meta"] == {
         "category": "E-commerce Platforms",
         "subcategory": "Kayak",
         "task": "Flight Search",
+        "original_id": "753d8365-0e54-43b1-9514-3f9b819fd31c",
     }
     assert [t["name"] for t in flights["tools"]] == ["search_flights"]
     assert "<tools>\n[" not in flights["task_instruction"]  # the tool list moved to `tools`
@@ -123,7 +127,7 @@ def test_malformed_records_are_rejected(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     summary, recs, rejects = run_convert(tmp_path, [path], "hermes")
     assert (summary.read, summary.converted) == (6, 1)
-    assert recs[0]["unique_trajectory_id"] == good["id"]
+    assert recs[0]["unique_trajectory_id"] == f"hermes-fc-v1---bad---{good['id']}"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "unparseable_action"),
         ("line 3", "unmatched_tool_turn"),

@@ -28,8 +28,8 @@ def test_sample_converts(tmp_path, fmt):
     assert schema["properties"]["identifier"]["type"] == "string"  # was "str"
     assert schema["required"] == ["identifier"]  # was beside `parameters`
     answer = first["conversation"][1]
-    assert answer["content"].startswith("Okay, the user is asking for schools near latitude 40")
-    assert "\n\nI'm sorry, but the available tools" in answer["content"]  # reasoning, then the text part
+    assert answer["reasoning"].startswith("Okay, the user is asking for schools near latitude 40")  # its own field
+    assert answer["content"].startswith("I'm sorry, but the available tools")  # the text part only
 
     circles = recs[2]  # two parallel calls answered by ONE tool message holding a list of results
     calls = circles["conversation"][1]["tool_calls"]
@@ -72,7 +72,7 @@ def test_loss_weight_zero_is_not_trained(tmp_path):
     _, (rec,), _ = run_convert(tmp_path, [path], "llamafactory-messages")
     assert rec["conversation"][1]["train"] is False
     assert "train" not in rec["conversation"][3]
-    assert rec["conversation"][3]["content"] == "Simple sum.\n\n4"
+    assert (rec["conversation"][3]["reasoning"], rec["conversation"][3]["content"]) == ("Simple sum.", "4")
     assert rec["tools"] == []
 
 

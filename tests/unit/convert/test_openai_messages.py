@@ -17,7 +17,8 @@ def test_sample_converts(tmp_path, fmt):
     assert (summary.read, summary.converted, summary.num_rejected) == (3, 3, 0)
     assert summary.files[str(SAMPLE)]["format"] == "openai"
     parallel, plain, legacy = recs
-    assert parallel["unique_trajectory_id"] == "oa-parallel-1"
+    assert parallel["unique_trajectory_id"] == "openai-messages---openai_sample---oa-parallel-1"  # namespaced
+    assert parallel["meta"]["original_id"] == "oa-parallel-1"
     assert parallel["task_instruction"] == "You are a travel assistant. Use the tools when needed."
     assert [t["name"] for t in parallel["tools"]] == ["get_weather", "get_time"]
     calls = parallel["conversation"][1]["tool_calls"]
@@ -67,7 +68,7 @@ def test_malformed_records_are_rejected(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     summary, recs, rejects = run_convert(tmp_path, [path], "openai")
     assert (summary.read, summary.converted) == (7, 1)
-    assert recs[0]["unique_trajectory_id"] == "oa-parallel-1"
+    assert recs[0]["unique_trajectory_id"] == "openai-messages---bad---oa-parallel-1"
     assert [(r["position"].rsplit(":", 1)[-1], r["reason"]) for r in rejects] == [
         ("line 2", "missing_key"),
         ("line 3", "invalid_arguments_json"),
@@ -91,7 +92,11 @@ def test_sniff_leaves_react_text_chats_and_other_formats_alone():
     assert OpenAIMessages.sniff(fireact) < 0.5
     chat = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
     assert OpenAIMessages.sniff(chat) == 0.4
-    assert OpenAIMessages.sniff({**chat, "label": True}) < 0.4  # KTO
+    assert OpenAIMessages.sniff({**chat, "label": True}) == 0.6  # KTO: claimed, then rejected (kto_unsupported)
+    # messages under another key: lower than under `messages`, below the environment converters
+    assert OpenAIMessages.sniff({"dialog": chat["messages"]}) == 0.3
+    assert OpenAIMessages.sniff({"traj": chat["messages"], "tools": []}) == 0.7
+    assert OpenAIMessages.sniff({"chosen": chat["messages"], "rejected": chat["messages"]}) == 0.0
     v1 = {"messages": [{"role": "user", "content": [{"type": "text", "value": "hi"}]}]}
     assert OpenAIMessages.sniff(v1) == 0.0
     assert OpenAIMessages.sniff({"conversations": [{"from": "human", "value": "hi"}]}) == 0.0

@@ -91,13 +91,28 @@ def test_summary_and_reject_file_for_bad_jsonl_lines(tmp_path):
     assert isinstance(data.pop("seconds"), float)
     assert data == {
         "output": str(out),
+        "outputs": {"trajectory": str(out)},
         "read": 8,
+        "raw_objects": 8,
         "converted": 4,
         "rejected": 4,
         "rejected_by_reason": {"invalid_json": 1, "invalid_utf8": 1, "missing_key": 1, "unmatched_tool_turn": 1},
         "filtered_min_score": 0,
         "duplicates_removed": 0,
-        "files": {str(path): {"format": "sharegpt", "read": 8, "converted": 4, "rejected": 4}},
+        "balanced": True,
+        "tools_inferred": 0,
+        "kinds": {"trajectory": 4},
+        "files": {
+            str(path): {
+                "format": "sharegpt",
+                "read": 8,
+                "converted": 4,
+                "rejected": 4,
+                "filtered_min_score": 0,
+                "duplicates_removed": 0,
+                "tools_inferred": 0,
+            }
+        },
     }
     rejects = _lines(tmp_path / "out" / "mixed.rejects.jsonl")
     assert all(set(r) == {"file", "position", "record_id", "reason", "message"} for r in rejects)
@@ -203,15 +218,16 @@ def test_min_score_filters_scored_records_and_keeps_unscored(tmp_path, capsys):
     assert rc == 0
     assert "below --min-score 7," in stdout.splitlines()[0]
     kept = {r["unique_trajectory_id"]: r["score"] for r in _records(out)}
+    ns = "src---scored---"  # the records' own ids, namespaced by source and file
     assert kept == {
-        "src-3": 3.0,  # == --min-score: kept
-        "src-4": 4.0,
-        "src-5": 5.0,
-        "src-9": 3.0,
-        "src-10": 4.0,
-        "src-11": 5.0,
-        "src-20": None,
-        "src-21": None,
+        ns + "src-3": 3.0,  # == --min-score: kept
+        ns + "src-4": 4.0,
+        ns + "src-5": 5.0,
+        ns + "src-9": 3.0,
+        ns + "src-10": 4.0,
+        ns + "src-11": 5.0,
+        ns + "src-20": None,
+        ns + "src-21": None,
         # CriticLAM: example 0 has critic score "2" (filtered), example 1 "TODO" (no score: kept)
         "xlam-actionstudio---criticlam_example_trajectories---1": None,
     }
@@ -262,7 +278,8 @@ def test_dedup_ignores_whitespace_ids_and_call_ids(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     rc, _, _ = _cli(capsys, chats, unified, "-o", out, "--dedup")
     assert rc == 0
-    assert [r["unique_trajectory_id"] for r in _records(out)] == ["g-a", "g-c", "g-d", "src-1", "src-2"]
+    ids = [r["unique_trajectory_id"] for r in _records(out)]
+    assert ids == [f"sharegpt---chats---g-{x}" for x in "acd"] + ["src---unified---src-1", "src---unified---src-2"]
     summary = json.loads((tmp_path / "out.summary.json").read_text(encoding="utf-8"))
     assert (summary["duplicates_removed"], summary["converted"], summary["rejected"]) == (2, 5, 0)
 
@@ -276,18 +293,19 @@ def test_duplicate_id_is_rejected_and_strict_fails(tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     rc, _, err = _cli(capsys, path, "-o", out)
     assert rc == 0 and err.splitlines() == [f"{path}: format actionstudio (auto-detected)"]
-    assert [r["unique_trajectory_id"] for r in _records(out)] == ["src-1", "src-3"]
+    assert [r["unique_trajectory_id"] for r in _records(out)] == ["src---dup---src-1", "src---dup---src-3"]
     assert _records(out)[0]["conversation"][0]["content"] == "hello src 1 turn 0"  # the first one wins
+    assert _records(out)[0]["meta"]["original_id"] == "src-1"
     assert _lines(tmp_path / "out.rejects.jsonl") == [
         {
             "file": str(path),
             "position": "line 2",
-            "record_id": "src-1",
+            "record_id": "src---dup---src-1",
             "reason": "duplicate_id",
             "message": "unique_trajectory_id already emitted earlier",
         }
     ]
-    rc, _, err = _cli(capsys, path, "-o", out, "--strict")
+    rc, _, err = _cli(capsys, path, "-o", out, "--strict", "--overwrite")
     assert rc == 1
     assert err.splitlines()[-1] == "error: --strict and 1 record(s) rejected"
     assert len(_records(out)) == 2  # the output is still written
@@ -298,6 +316,7 @@ def test_strict_passes_when_nothing_is_rejected(tmp_path, capsys):
     assert rc == 0 and "error" not in err
     assert stdout.splitlines() == [
         "read 20, converted 20, rejected 0 (none), below --min-score 0, duplicates removed 0",
+        "records in 20 = converted 20 + rejected 0 + below --min-score 0 + duplicates 0; tools inferred 0",
         f"output {tmp_path / 'out.jsonl'}",
         f"rejects {tmp_path / 'out.rejects.jsonl'}",
         f"summary {tmp_path / 'out.summary.json'}",

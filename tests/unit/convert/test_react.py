@@ -23,7 +23,8 @@ def _by_id(recs):
 def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
     files = [RP / "prompts_naive.json", RP / "fever.json"]
     summary, recs, _rejects = run_convert(tmp_path, files, fmt)
-    assert (summary.read, summary.converted, summary.num_rejected) == (2, 63, 0)
+    # counts are per record: a prompt document holding 51 + 12 examples is 63 records in
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (63, 2, 63, 0)
     assert {v["format"] for v in summary.files.values()} == {"react"}
     recs = _by_id(recs)
     react = recs["hotpotqa-react---prompts_naive---webthink_simple-0"]
@@ -33,14 +34,15 @@ def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
     assert conv[0]["content"].startswith(
         'Question: Musician and satirist Allie Goertz wrote a song about the "The Simpsons"'
     )
-    assert conv[1]["content"] == "I only need to search Milhouse and find who it is named after."
+    assert conv[1]["reasoning"] == "I only need to search Milhouse and find who it is named after."  # Thought 1
+    assert "content" not in conv[1]
     assert conv[1]["tool_calls"] == [{"id": "call_1_0", "name": "search", "arguments": {"entity": "Milhouse"}}]
     assert conv[2]["content"].startswith("Milhouse Mussolini Van Houten is a recurring character")
     assert conv[3]["tool_calls"][0]["arguments"] == {"keyword": "named after"}
-    assert conv[-1]["content"] == (
+    assert conv[-1]["reasoning"] == (
         "Milhouse was named after U.S. president Richard Nixon, so the answer is Richard Nixon."
-        "\n\nFinal answer: Richard Nixon"
     )
+    assert conv[-1]["content"] == "Final answer: Richard Nixon"
     assert react["meta"] == {
         "file": "prompts_naive.json",
         "environment": "hotpotqa",
@@ -55,7 +57,8 @@ def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
     }
     cot = recs["hotpotqa-react---prompts_naive---cotqa_simple-0"]
     assert cot["meta"]["method"] == "cot" and cot["tools"] == [] and len(cot["conversation"]) == 2
-    assert cot["conversation"][1]["content"].endswith("so the answer is Richard Nixon.\n\nFinal answer: Richard Nixon")
+    assert cot["conversation"][1]["reasoning"].endswith("so the answer is Richard Nixon.")
+    assert cot["conversation"][1]["content"] == "Final answer: Richard Nixon"
     direct = recs["hotpotqa-react---prompts_naive---webqa_simple-0"]
     assert direct["conversation"][1]["content"] == "Final answer: Richard Nixon"
     fever = recs["fever-react---fever---webthink_simple3-0"]
@@ -64,18 +67,18 @@ def test_hotpotqa_and_fever_prompts(tmp_path, fmt):
     assert (
         fever["conversation"][0]["content"] == "Claim: Nikolaj Coster-Waldau worked with the Fox Broadcasting Company."
     )
-    assert fever["conversation"][-1]["content"].endswith("\n\nFinal answer: SUPPORTS")
+    assert fever["conversation"][-1]["content"] == "Final answer: SUPPORTS" and fever["conversation"][-1]["reasoning"]
 
 
 def test_alfworld_prompts(tmp_path):
     summary, recs, _ = run_convert(tmp_path, [RP / "alfworld.json"], "auto")
-    assert (summary.read, summary.converted) == (1, 24)
+    assert (summary.read, summary.raw_objects, summary.converted) == (24, 1, 24)
     put = _by_id(recs)["alfworld-react---alfworld---react_put_0-0"]
     assert put["source"] == "alfworld-react" and [t["name"] for t in put["tools"]] == ["act"]
     conv = put["conversation"]
     assert conv[0]["content"].endswith("Your task is to: put some spraybottle on toilet.")
     # "> think: ..." is the next call's thought; the env's "OK." is dropped
-    assert conv[1]["content"].startswith("First I need to find a spraybottle.")
+    assert conv[1]["reasoning"].startswith("First I need to find a spraybottle.")
     assert conv[1]["tool_calls"][0]["arguments"] == {"action": "go to cabinet 1"}
     assert conv[2] == {
         "role": "tool",
@@ -92,12 +95,12 @@ def test_alfworld_prompts(tmp_path):
 def test_webshop_prompts_and_run_log(tmp_path, fmt):
     files = [RP / "webshop_prompts_from_notebook.json", WEBSHOP_LOG]
     summary, recs, _rejects = run_convert(tmp_path, files, fmt)
-    assert (summary.read, summary.converted, summary.num_rejected) == (7, 8, 0)
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (8, 7, 8, 0)
     recs = _by_id(recs)
     prompt = recs["webshop-react---webshop_prompts_from_notebook---prompt1-0"]
     assert [t["name"] for t in prompt["tools"]] == ["search", "click"]
     assert prompt["conversation"][0]["content"].startswith("Webshop \nInstruction:")
-    assert prompt["conversation"][3]["content"].startswith("B078GWRC1J and B078GTKVXY are bright citrus")
+    assert prompt["conversation"][3]["reasoning"].startswith("B078GWRC1J and B078GTKVXY are bright citrus")
     assert prompt["conversation"][3]["tool_calls"][0]["arguments"] == {"target": "B078GWRC1J"}
     assert prompt["conversation"][-1]["tool_calls"][0]["arguments"] == {"target": "Buy Now"}  # open end
     ep1 = recs["webshop-react---webshop_react_run_log_episodes.head6---1"]
@@ -123,7 +126,7 @@ def test_fireact_files(tmp_path, fmt):
         FA / "trajs_hotpotqa_dev_ft-gpt-3.5.head10.json",
     ]
     summary, recs, _rejects = run_convert(tmp_path, files, fmt)
-    assert (summary.read, summary.converted, summary.num_rejected) == (51, 60, 0)
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (60, 51, 60, 0)
     recs = _by_id(recs)
     gpt = recs["fireact-hotpotqa---gpt_format_hotpotqa.head20---1"]
     assert gpt["score"] == 5.0 and gpt["meta"]["reward"] is True
@@ -133,7 +136,8 @@ def test_fireact_files(tmp_path, fmt):
         "query": "best kick boxer in the world unsportsmanlike conducts crimes of violence"
     }
     assert conv[2]["content"].startswith("Badr Hari (born 8 December 1984)")
-    assert conv[-1]["content"] == "Badr Hari is the person who fits the description.\n\nFinal answer: Badr Hari"
+    assert conv[-1]["reasoning"] == "Badr Hari is the person who fits the description."
+    assert conv[-1]["content"] == "Final answer: Badr Hari"
     multi = recs["fireact-multitask---gpt_format_multitask_multimethod.head20---2"]
     assert multi["source"] == "fireact-multitask" and multi["meta"]["method"] == "cot"
     assert multi["meta"]["reward"] == 1.0 and multi["score"] == 5.0
@@ -198,8 +202,16 @@ def test_bad_example_is_rejected_alone_and_its_siblings_kept(tmp_path):
     bad.write_text(json.dumps(doc, indent=1), encoding="utf-8")
     summary, recs, rejects = run_convert(tmp_path, [RP / "fever.json", bad], "react")
     # fever.json: 12 examples; prompts_bad: 6 items (ok 0, mixed 0-2, not_text, last 0), 2 of them bad
-    assert (summary.read, summary.converted, summary.num_rejected) == (2, 12 + 4, 2)
-    assert summary.files[str(bad)] == {"format": "react", "read": 1, "converted": 4, "rejected": 2}
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (18, 2, 12 + 4, 2)
+    assert summary.files[str(bad)] == {
+        "format": "react",
+        "read": 6,
+        "converted": 4,
+        "rejected": 2,
+        "filtered_min_score": 0,
+        "duplicates_removed": 0,
+        "tools_inferred": 0,
+    }
     assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
         (str(bad), "document item 2", "unparseable_action"),
         (str(bad), "document item 4", "wrong_type"),
@@ -216,7 +228,7 @@ def test_bad_example_is_rejected_alone_and_its_siblings_kept(tmp_path):
     third = kept["hotpotqa-react---prompts_bad---webthink_mixed-2"]
     assert third["conversation"] == [
         {"role": "user", "content": "Question: third?"},
-        {"role": "assistant", "content": "t3\n\nFinal answer: three"},
+        {"role": "assistant", "content": "Final answer: three", "reasoning": "t3"},
     ]
     assert third["meta"]["example"] == 2
 
@@ -229,7 +241,7 @@ def test_bad_eval_log_entry_is_rejected_alone(tmp_path):
     path = tmp_path / "trajs_hotpotqa_bad.json"
     path.write_text(json.dumps(log, indent=1), encoding="utf-8")
     summary, recs, rejects = run_convert(tmp_path, [path], "react")
-    assert (summary.read, summary.converted, summary.num_rejected) == (1, 8, 2)
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (10, 1, 8, 2)
     assert [(r["position"], r["reason"]) for r in rejects] == [
         ("document item 1", "unknown_action"),
         ("document item 3", "missing_key"),

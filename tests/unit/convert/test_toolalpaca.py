@@ -20,8 +20,17 @@ def test_instances_convert(tmp_path, fmt):
     summary, recs, rejects = run_convert(tmp_path, [SIM], fmt)
     # 10 Axolotl instances + 12 Améthyste instances, 2 of which failed upstream ({"error": ...}): those two are
     # rejected alone, the toolset's other 10 are kept
-    assert (summary.read, summary.converted, summary.num_rejected) == (2, 20, 2)
-    assert summary.files[str(SIM)] == {"format": "toolalpaca", "read": 2, "converted": 20, "rejected": 2}
+    # counts are per record (instance): 22 in = 20 converted + 2 rejected, from 2 raw toolsets
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (22, 2, 20, 2)
+    assert summary.files[str(SIM)] == {
+        "format": "toolalpaca",
+        "read": 22,
+        "converted": 20,
+        "rejected": 2,
+        "filtered_min_score": 0,
+        "duplicates_removed": 0,
+        "tools_inferred": 0,
+    }
     assert summary.rejected == {"generation_error": 2}
     assert [(r["file"], r["position"], r["reason"]) for r in rejects] == [
         (str(SIM), "record 1 item 1", "generation_error"),
@@ -35,13 +44,7 @@ def test_instances_convert(tmp_path, fmt):
     first = recs[0]
     assert first["unique_trajectory_id"] == "toolalpaca---toolalpaca-7b-sim.toolsets0-3---Axolotl---0"
     assert first["source"] == "toolalpaca" and first["task_instruction"] == ""
-    assert first["meta"] == {
-        "toolset": "Axolotl",
-        "category": "Animals",
-        "instance": 0,
-        "final_thought": "The response contains the URL of the image, the source of the image, "
-        "and a description of the image.",
-    }
+    assert first["meta"] == {"toolset": "Axolotl", "category": "Animals", "instance": 0}
     tools = {t["name"]: t for t in first["tools"]}
     assert list(tools) == ["getRandomAxolotlImage", "searchAxolotlImages", "getAxolotlFacts"]
     search = tools["searchAxolotlImages"]
@@ -59,11 +62,15 @@ def test_instances_convert(tmp_path, fmt):
     assert conv[0]["content"] == "Hey, can you show me a random picture of an axolotl?"
     assert conv[1] == {
         "role": "assistant",
-        "content": "I can use the getRandomAxolotlImage tool to retrieve a random axolotl image.",
+        "reasoning": "I can use the getRandomAxolotlImage tool to retrieve a random axolotl image.",
         "tool_calls": [{"id": "call_1_0", "name": "getRandomAxolotlImage", "arguments": {}}],
     }
     assert conv[2]["content"].startswith('Status Code: 200. Response: {"url":"https://theaxolotlapi.netlify.app/')
     assert conv[3]["content"].startswith("Here is a random picture of an axolotl:")
+    # the instance's "Final Thought" (only in meta before) is the final turn's reasoning
+    assert conv[3]["reasoning"] == (
+        "The response contains the URL of the image, the source of the image, and a description of the image."
+    )
     amethyste = [r for r in recs if r["meta"]["toolset"] == "Améthyste"]
     assert [r["meta"]["instance"] for r in amethyste] == [0, 2, 3, 4, 5, 6, 7, 9, 10, 11]  # not 1, 8
     assert amethyste[1]["unique_trajectory_id"] == "toolalpaca---toolalpaca-7b-sim.toolsets0-3---Améthyste---2"
@@ -104,7 +111,8 @@ def test_malformed_toolsets_are_rejected_and_others_kept(tmp_path):
     path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
     summary, recs, rejects = run_convert(tmp_path, [path], "toolalpaca")
     # Améthyste 10 (+2 generation errors), BadJson 9 of 10, BadStep 8 of 10, Unparseable 10
-    assert (summary.read, summary.converted, summary.num_rejected) == (6, 10 + 9 + 8 + 10, 7)
+    # per record: 12 + 10 + 10 + 10 instances, and 2 toolsets rejected whole (no Function_Description, empty)
+    assert (summary.read, summary.raw_objects, summary.converted, summary.num_rejected) == (44, 6, 37, 7)
     assert [(r["position"], r["reason"]) for r in rejects] == [
         ("record 0 item 1", "generation_error"),
         ("record 0 item 8", "generation_error"),

@@ -57,7 +57,8 @@ def test_answer_files(tmp_path, fmt):
         "tool_call_id": "call_3_0",
         "name": "transitaire_for_transitaires",
     }
-    assert conv[5]["content"].startswith("I'm sorry, but I couldn't find any information")  # thought + call
+    assert conv[5]["reasoning"].startswith("I'm sorry, but I couldn't find any information")  # thought + call
+    assert "content" not in conv[5]
     assert conv[7]["content"].startswith("Here is a comprehensive list of all transitaires:")  # Finish → answer
     assert "tool_calls" not in conv[7]
     assert g1["meta"] == {
@@ -103,7 +104,40 @@ def test_toolllama_processed(tmp_path, fmt):
     conv = step9["conversation"]
     assert conv[2]["content"].startswith('{"error": "", "response": "{\'quote\': \'The best thing')
     assert conv[-1]["content"].startswith("Here are some meaningful quotes that you can include")
-    assert step9["meta"]["final_thought"].startswith("For your surprise party, here are")
+    # the thought written with the Finish call is the final turn's reasoning (it was only in meta before)
+    assert conv[-1]["reasoning"].startswith("For your surprise party, here are")
+    assert "final_thought" not in step9["meta"]
+    assert conv[1] == {  # "Thought: " (empty here) + "Action:" → a call without reasoning or content
+        "role": "assistant",
+        "tool_calls": [{"id": "call_1_0", "name": "love_quote_for_olato_quotes", "arguments": {}}],
+        "train": False,  # trained in the record of step 2 already
+    }
+
+
+def test_toolllama_cumulative_prefixes_train_each_turn_once(tmp_path):
+    """The "Step N" records of one query repeat the previous record and add turns: the repeated assistant
+    turns are `train: false`, so over the file every assistant turn of the chain is trained exactly once."""
+    _summary, recs, _ = run_convert(tmp_path, [LLAMA], "toolbench")
+    trained = [
+        [i for i, t in enumerate(r["conversation"]) if t["role"] == "assistant" and t.get("train", True)] for r in recs
+    ]
+    assert trained == [[1], [3], [5], [7]]  # steps 2, 4, 6, 9: only the newest assistant turn of each
+    assert [r["meta"].get("untrained_prefix_turns") for r in recs] == [None, 2, 4, 6]
+    assert [len(r["conversation"]) for r in recs] == [2, 4, 6, 8]  # records are kept whole (not collapsed)
+    # the last record alone holds the whole chain; trained over the file: each assistant turn once
+    whole = recs[-1]["conversation"]
+    assert sum(len(t) for t in trained) == sum(t["role"] == "assistant" for t in whole)
+
+
+def test_toolllama_records_of_other_queries_are_not_prefixes(tmp_path):
+    rows = json.loads(LLAMA.read_text(encoding="utf-8"))
+    other = json.loads(json.dumps(rows[1]))
+    other["id"] = "Step 4: another query"
+    path = tmp_path / "mixed_steps.json"
+    path.write_text(json.dumps([rows[0], other, rows[2]]), encoding="utf-8")  # step 6 follows another query
+    _summary, recs, _ = run_convert(tmp_path, [path], "toolbench")
+    assert [r["meta"].get("untrained_prefix_turns") for r in recs] == [None, None, None]
+    assert all(t.get("train", True) for r in recs for t in r["conversation"])
 
 
 def test_queries_are_rejected(tmp_path):

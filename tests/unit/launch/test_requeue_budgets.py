@@ -1,6 +1,9 @@
 """Requeue budgets for long runs: failures and preemptions count since the last progress (a newer
 checkpoint), timeouts are a total; old ledgers load; `xlam-hpc status` shows what is left.
 
+Every start of a Slurm job is counted too (note_start): restarts Slurm made on its own, with the
+environment Slurm gives a batch script (SLURM_JOB_ID, SLURM_RESTART_COUNT).
+
 Checkpoints are written by the real CheckpointManager; no Slurm (its queries are stubbed out).
 """
 
@@ -14,8 +17,18 @@ import yaml
 
 from xlam_hpc import cli
 from xlam_hpc.launch import status as status_mod
-from xlam_hpc.launch.requeue import budgets_now, decide, ledger_path, newest_checkpoint, read_ledger, record_stop
+from xlam_hpc.launch.requeue import _main as requeue_main
+from xlam_hpc.launch.requeue import (
+    budgets_now,
+    decide,
+    ledger_path,
+    newest_checkpoint,
+    note_start,
+    read_ledger,
+    record_stop,
+)
 from xlam_hpc.launch.status import run_status
+from xlam_hpc.runenv.stops import stop_path
 from xlam_hpc.train.checkpoint import CheckpointManager, Collectives
 
 
@@ -160,3 +173,95 @@ def test_status_before_any_decision_uses_the_recipes_limits(tmp_path, no_slurm):
     assert run_status(out)["budget_line"] == "failures 0/5, timeouts 0/30, preemptions 0/10"
     decide(out, 1, max_timeouts=3, max_preemptions=3, max_failures=3)  # the last decision's limits win
     assert run_status(out)["budget_line"] == "failures 1/3 without a checkpoint, timeouts 0/3, preemptions 0/3"
+
+
+# --- every restart is counted at the job's start (issue 13) -----------------------------------------------------
+
+LIMITS = {"max_timeouts": 10, "max_preemptions": 10, "max_failures": 2}
+
+
+def _in_job(monkeypatch, job: str, restart: int | None) -> None:
+    """The environment Slurm gives the batch script of job `job`, run `restart` (unset in the first run)."""
+    monkeypatch.setenv("SLURM_JOB_ID", job)
+    if restart is None:
+        monkeypatch.delenv("SLURM_RESTART_COUNT", raising=False)
+    else:
+        monkeypatch.setenv("SLURM_RESTART_COUNT", str(restart))
+
+
+def test_a_restart_no_decision_asked_for_is_counted_at_the_next_start(tmp_path, monkeypatch):
+    """`scontrol requeue` (or a batch shell killed before deciding): the ranks saved, nobody decided; the
+    next start counts it from SLURM_RESTART_COUNT and the recorded stop, once."""
+    _save(tmp_path, 10)
+    _in_job(monkeypatch, "41", None)
+    assert note_start(tmp_path, **LIMITS).line().startswith("start start")
+    record_stop(tmp_path, "SIGTERM", 12)  # the ranks saved at step 12; the job was requeued by Slurm
+    _in_job(monkeypatch, "41", 1)
+    d = note_start(tmp_path, **LIMITS)
+    assert (d.action, d.reason, d.counts["preemptions"]) == ("start", "preemption", 1)
+    ledger = read_ledger(tmp_path)
+    assert ledger["preemptions"] == 1 and not stop_path(tmp_path).exists()
+    entry = ledger["history"][-1]
+    assert (entry["job_id"], entry["restart"], entry["by"], entry["saved"], entry["step"]) == (
+        "41",
+        0,
+        "slurm",
+        True,
+        12,
+    )
+    note_start(tmp_path, **LIMITS)  # the same start again (a retried batch line): nothing more
+    assert read_ledger(tmp_path)["preemptions"] == 1
+
+
+def test_a_restart_the_batch_script_decided_is_not_counted_twice(tmp_path, monkeypatch):
+    _in_job(monkeypatch, "42", None)
+    note_start(tmp_path, **LIMITS)
+    record_stop(tmp_path, "SIGUSR2", 5)
+    assert decide(tmp_path, 75, **LIMITS).action == "requeue"
+    _in_job(monkeypatch, "42", 1)
+    note_start(tmp_path, **LIMITS)
+    ledger = read_ledger(tmp_path)
+    assert (ledger["timeouts"], ledger["preemptions"]) == (1, 0)
+    assert [(h["reason"], h["restart"]) for h in ledger["history"]] == [("timeout", 0)]
+
+
+def test_restarts_without_a_stop_and_gaps_are_preemptions_and_use_up_the_budget(tmp_path, monkeypatch):
+    """Restarts 1-3 of a job none of whose runs decided anything (killed before saving, no progress): three
+    preemptions; with max_preemptions=2 the start says stop, and the batch script does not start the ranks."""
+    _in_job(monkeypatch, "43", 3)
+    d = note_start(tmp_path, max_timeouts=10, max_preemptions=2, max_failures=2)
+    assert (d.action, d.reason, d.counts["preemptions"]) == ("stop", "preemption", 3)
+    history = read_ledger(tmp_path)["history"]
+    assert [(h["restart"], h["action"]) for h in history] == [(0, "requeue"), (1, "requeue"), (2, "stop")]
+
+
+def test_a_term_to_the_whole_job_is_a_preemption_even_when_the_ranks_could_not_save(tmp_path, monkeypatch):
+    """`scancel --signal=TERM --full`: srun SIGKILLs the ranks (137, no stop recorded); the batch shell's trap
+    left launch/batch_signal, so the exit is a preemption, not a failure."""
+    _in_job(monkeypatch, "44", None)
+    (tmp_path / "launch").mkdir(parents=True)
+    (tmp_path / "launch" / "batch_signal").write_text("1700000000\n")
+    d = decide(tmp_path, 137, **LIMITS)
+    assert (d.action, d.reason) == ("requeue", "preemption")
+    entry = read_ledger(tmp_path)["history"][-1]
+    assert (entry["signal"], entry["saved"], entry["job_id"], entry["restart"]) == ("SIGTERM", False, "44", 0)
+    assert not (tmp_path / "launch" / "batch_signal").exists()
+    assert decide(tmp_path, 137, **LIMITS).reason == "failure"  # counted once: the next 137 is a failure
+
+
+def test_a_resubmission_adds_to_the_totals_and_clears_the_old_jobs_stop(tmp_path, monkeypatch):
+    _in_job(monkeypatch, "50", 2)  # job 50 was requeued twice by Slurm
+    note_start(tmp_path, **LIMITS)
+    record_stop(tmp_path, "SIGTERM", 7)  # job 50 saved and ended without a decision (killed)
+    _in_job(monkeypatch, "51", None)  # the user resubmits: a new job id for the same output_dir
+    d = note_start(tmp_path, **LIMITS)
+    assert d.action == "start" and not stop_path(tmp_path).exists()
+    ledger = read_ledger(tmp_path)
+    assert ledger["preemptions"] == 2 and ledger["history"][-1]["reason"] == "resubmitted"
+    assert ledger["starts"] == {"50": 2, "51": 0}
+
+
+def test_the_start_command_prints_the_line_the_batch_script_reads(tmp_path, monkeypatch, capsys):
+    _in_job(monkeypatch, "60", 1)
+    assert requeue_main(["start", str(tmp_path), "--max-preemptions", "0"]) == 0
+    assert capsys.readouterr().out.startswith("stop preemption ")

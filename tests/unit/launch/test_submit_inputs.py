@@ -72,3 +72,44 @@ def test_output_dir_of_a_running_job_is_refused(recipe_path, tmp_path, capsys):
     finally:
         held.close()
     acquire_output_lock(out).close()  # released: the next job (or a requeued one) takes it
+
+
+# --- KEY=VALUE overrides anywhere on the command line ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "overrides"),
+    [
+        (["train", "r.yaml", "a=1", "b.c=2"], ["a=1", "b.c=2"]),
+        (["stream", "r.yaml", "--steps", "3", "key=val"], ["key=val"]),
+        (["stream", "r.yaml", "a=1", "--steps", "3", "b=2", "--rank", "0", "a=3"], ["a=1", "b=2", "a=3"]),
+        (["submit", "r.yaml", "key=val", "--cluster", "local", "key2=val"], ["key=val", "key2=val"]),
+        (["submit", "r.yaml", "--dry-run", "launch.job_name=x y"], ["launch.job_name=x y"]),
+        (["sweep", "r.yaml", "x=1", "--grid", "lr=1,2", "--dry-run", "y=2"], ["x=1", "y=2"]),
+        (["render", "r.yaml", "--samples", "1", "collate.mode=trajectory"], ["collate.mode=trajectory"]),
+    ],
+)
+def test_overrides_are_collected_from_anywhere_in_order(argv, overrides):
+    from xlam_hpc.cli import build_parser
+
+    assert build_parser().parse_args(argv).overrides == overrides
+
+
+def test_a_stray_word_is_still_an_error(capsys):
+    from xlam_hpc.cli import build_parser
+
+    for argv in (["stream", "r.yaml", "--steps", "3", "oops"], ["inspect", "dir", "a=1"]):
+        with pytest.raises(SystemExit) as exc:
+            build_parser().parse_args(argv)
+        assert exc.value.code == 2
+        assert "unrecognized arguments: " + argv[-1] in capsys.readouterr().err
+
+
+def test_stream_applies_an_override_given_after_the_options(recipe_path, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    argv = ["stream", str(recipe_path), "--steps", "2", "--trace", str(trace), "data.global_batch_size=3"]
+    assert main(argv) == 0
+    import json
+
+    rows = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert len(rows) == 2 and all(len(r["sample_ids"]) == 3 for r in rows), rows[0]

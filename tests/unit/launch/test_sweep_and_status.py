@@ -66,7 +66,7 @@ def _recipe(tmp_path: Path, **extra) -> Path:
     return path
 
 
-def test_expand_grid_gives_every_point_its_dir_seed_and_values(tmp_path):
+def test_expand_grid_gives_every_point_its_dir_and_values_and_the_recipes_seed(tmp_path):
     recipe = _recipe(tmp_path)
     grid = parse_grid(["lr=1e-3,2e-3", "train.lora.r=4,8"])
     tasks = expand_grid(str(recipe), [], grid, tmp_path / "sweep")
@@ -79,8 +79,70 @@ def test_expand_grid_gives_every_point_its_dir_seed_and_values(tmp_path):
     for i, (assignment, r) in enumerate(tasks):
         assert (r.train.lr, r.train.lora.r) == (assignment["train.lr"], assignment["train.lora.r"])
         assert r.output_dir == str(tmp_path / "sweep" / f"task-{i:04d}")
-        assert r.seed == task_seed(7, i)
-    assert len({r.seed for _, r in tasks}) == 4
+    # only the grid varies: every task has the recipe's seed (same data order, same initial weights)
+    assert [r.seed for _, r in tasks] == [7, 7, 7, 7]
+
+
+def test_seeds_adds_replicates_of_every_point(tmp_path):
+    tasks = expand_grid(str(_recipe(tmp_path)), [], parse_grid(["lr=1e-3,2e-3"]), tmp_path / "sweep", seeds=3)
+    assert [(a["train.lr"], r.seed) for a, r in tasks] == [
+        (1e-3, 7), (1e-3, 8), (1e-3, 9), (2e-3, 7), (2e-3, 8), (2e-3, 9)
+    ]  # fmt: skip
+    assert [r.output_dir for _, r in tasks] == [str(tmp_path / "sweep" / f"task-{i:04d}") for i in range(6)]
+    with pytest.raises(ConfigError, match="--seeds must be >= 1"):
+        expand_grid(str(_recipe(tmp_path)), [], parse_grid(["lr=1e-3"]), tmp_path / "sweep", seeds=0)
+    with pytest.raises(ConfigError, match=r"--grid seed=\.\.\. and --seeds K both set the seed"):
+        expand_grid(str(_recipe(tmp_path)), [], parse_grid(["seed=1,2"]), tmp_path / "sweep", seeds=2)
+    grid_seeds = expand_grid(str(_recipe(tmp_path)), [], parse_grid(["seed=1,2"]), tmp_path / "sweep")
+    assert [r.seed for _, r in grid_seeds] == [1, 2]  # a seed axis of the grid is kept as given
+
+
+def test_a_key_given_twice_in_the_grid_is_an_error():
+    with pytest.raises(ConfigError, match=r"--grid gives train.lr twice \('lr=1,2' and 'train.lr=3'\)"):
+        parse_grid(["lr=1,2", "train.lr=3"])
+
+
+@pytest.fixture
+def real_recipe(tmp_path, shard_dir):
+    from tests.conftest import write_recipe
+
+    return write_recipe(tmp_path / "r.yaml", shard_dir / "alpha", output_dir=str(tmp_path / "sweep"))
+
+
+def _task_table(err: str) -> list[str]:
+    line = next(x for x in err.splitlines() if " tasks: " in x)
+    return line.split(" tasks: ", 1)[1].split("; ")
+
+
+def test_repeated_grid_flags_combine_and_the_table_shows_the_seed(real_recipe, tmp_path, capsys):
+    argv = ["sweep", str(real_recipe), "--grid", "lr=1e-5,2e-5", "--grid", "train.lora.r=8,16", "--dry-run"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert _task_table(err) == [
+        "task-0000 train.lr=1e-05 train.lora.r=8 seed=7",
+        "task-0001 train.lr=1e-05 train.lora.r=16 seed=7",
+        "task-0002 train.lr=2e-05 train.lora.r=8 seed=7",
+        "task-0003 train.lr=2e-05 train.lora.r=16 seed=7",
+    ]
+    assert "preflight ok: 4 tasks, nothing submitted" in err and not (tmp_path / "sweep").exists()
+    assert cli.main([*argv, "--seeds", "2"]) == 0
+    table = _task_table(capsys.readouterr().err)
+    assert len(table) == 8 and table[:2] == [
+        "task-0000 train.lr=1e-05 train.lora.r=8 seed=7",
+        "task-0001 train.lr=1e-05 train.lora.r=8 seed=8",
+    ]
+
+
+def test_overrides_anywhere_on_the_sweep_line(real_recipe, tmp_path, capsys):
+    """KEY=VALUE words before and after the options: all applied, later ones win."""
+    argv = ["sweep", str(real_recipe), "train.max_steps=5", "--grid", "lr=1e-5,2e-5", "--dry-run", "seed=11"]
+    assert cli.main([*argv, "train.max_steps=6", "--sweep-dir", str(tmp_path / "s"), "train.warmup_steps=1"]) == 0
+    assert _task_table(capsys.readouterr().err) == [
+        "task-0000 train.lr=1e-05 seed=11",
+        "task-0001 train.lr=2e-05 seed=11",
+    ]
+    tasks = expand_grid(str(real_recipe), ["train.max_steps=5", "train.max_steps=6"], {"lr": [1e-5]}, tmp_path / "s")
+    assert tasks[0][1].train.max_steps == 6
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,9 @@ def test_state_from_another_config_is_refused(shard_dir, tokenizer):
     state = _loader(shard_dir, tokenizer, seed=1).state_dict()
     for other in (
         _loader(shard_dir, tokenizer, seed=2),
-        build_loader(_cfg(shard_dir, weights={"alpha": 1, "beta": 1}), _collate(), tokenizer, seed=1),
+        build_loader(
+            _cfg(shard_dir, weights={"alpha": 1, "beta": 1}, weights_default=0), _collate(), tokenizer, seed=1
+        ),
     ):
         with pytest.raises(ResumeError, match="another data stream"):
             other.load_state_dict(state)

@@ -3,12 +3,17 @@
 
 Layout: `{"messages": [{"role": system|user|assistant|tool, "content": [{"type": text|reasoning|tool_call,
 "value": str}], "loss_weight"?: 0.0|1.0}], "tools": "<JSON string: [{type: function, function: {...}}]>"}`.
-- `reasoning` parts are the thought → assistant `content` (before any `text` part, joined by a blank line);
+- `reasoning` parts are the thought → assistant `reasoning` (joined by a blank line), `text` parts → `content`
+  (a message with reasoning only keeps it as `content`: a thought alone is the reply);
 - `tool_call` parts hold `{"name", "arguments"}` JSON → `tool_calls` (ids `call_<turn>_<k>`: the source
   has none);
 - tool messages answer the preceding calls in order; one tool message holding a JSON list of
   `{tool_call_id?, name, content}` results, one per call, is split into one tool turn per call;
-- `loss_weight: 0` → `train=False`; legacy `parameters.type: "dict"` / Python type names → JSON schema.
+- `loss_weight: 0` → `train=False`; legacy `parameters.type: "dict"` / Python type names → JSON schema;
+- an assistant text message followed by an assistant message holding only tool_call parts is one turn;
+- tools from `tools`, `functions` or `available_tools`; with none, tools inferred from the calls
+  (`meta["tools_inferred"]`); episode outcome `score`/`reward`/`success`/`win` → `score`
+  (common.outcome_score); KTO records (a boolean `label`) are rejected (`kto_unsupported`).
 `convert_messages` is shared with the v1 DPO converter (`chosen_messages` / `rejected_messages`).
 """
 
@@ -18,7 +23,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, parse_json_field, record_id, require
-from xlam_hpc.convert.common import ToolResults, call_id, parse_arguments, parse_tools
+from xlam_hpc.convert.common import (
+    ToolResults,
+    call_id,
+    merge_call_turn,
+    outcome_score,
+    parse_arguments,
+    record_tools,
+    reject_kto,
+)
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["LlamaFactoryMessages", "convert_messages"]
@@ -51,8 +64,9 @@ def _assistant(parts: list[tuple[str, str]], turn_idx: int, train: bool, where: 
             raise Reject("bad_tool_call", f"{where}: tool_call {k} has no 'name'")
         args = parse_arguments(call.get("arguments"), f"{where} tool_call {k}")
         calls.append(ToolCall(id=call_id(turn_idx, k), name=call["name"], arguments=args))
-    content = "\n\n".join(s for s in (reasoning, text.strip() and text) if s)
-    return Turn(role="assistant", content=content, tool_calls=calls, train=train)
+    if not text.strip() and not calls:  # a thought alone is the turn's reply, as before the reasoning field
+        return Turn(role="assistant", content=reasoning, train=train)
+    return Turn(role="assistant", content=text.strip() and text, reasoning=reasoning, tool_calls=calls, train=train)
 
 
 def convert_messages(messages: Any, label: str = "messages") -> tuple[str, list[Turn]]:
@@ -79,8 +93,10 @@ def convert_messages(messages: Any, label: str = "messages") -> tuple[str, list[
         elif role == "user":
             turns.append(Turn(role="user", content="".join(v for _, v in parts)))
         elif role == "assistant":
-            turn = _assistant(parts, len(turns), msg.get("loss_weight", 1.0) != 0, where)
-            turns.append(turn)
+            prev_text = bool(turns) and turns[-1].role == "assistant" and not turns[-1].tool_calls
+            turn = _assistant(parts, len(turns) - prev_text, msg.get("loss_weight", 1.0) != 0, where)
+            if not merge_call_turn(turns, turn):  # a text message then one that only calls: one turn
+                turns.append(turn)
             results.calls.extend(turn.tool_calls)
         else:
             raise Reject("unknown_role", f"{where}: unknown role '{role}'")
@@ -108,14 +124,20 @@ class LlamaFactoryMessages(Converter):
 
     def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
         obj = raw.obj
+        reject_kto(obj)
         system, turns = convert_messages(require(obj, "messages", list))
+        meta: dict[str, Any] = {}
+        tools = record_tools(obj, turns, meta)
+        score = outcome_score(obj, meta)
         source = self.source_for(raw)
         return [
             Trajectory(
                 unique_trajectory_id=record_id(source, raw),
                 source=source,
                 task_instruction=system,
-                tools=parse_tools(obj.get("tools")),
+                tools=tools,
                 conversation=turns,
+                score=score,
+                meta=meta,
             )
         ]

@@ -9,6 +9,9 @@
   "tools"?}`
   and v1 `{"chosen_messages": [...], "rejected_messages": [...]}` (typed parts) whose messages must agree up
   to the final assistant message.
+- KTO (unpaired: TRL `{prompt, completion, label}`, LLaMA-Factory `label`/kto_tag): no pair, no Preference;
+  claimed by `dpo-trl` (TRL layout) or the chat converters (LLaMA-Factory layouts) and rejected with the
+  reason `kto_unsupported`, never converted to SFT data.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xlam_hpc.convert.base import Converter, Preference, Reject, Turn, record_id, require
-from xlam_hpc.convert.common import is_chat, parse_tools, top_level_system
+from xlam_hpc.convert.common import is_chat, parse_tools, reject_kto, top_level_system
 from xlam_hpc.convert.formats.llamafactory_messages import convert_messages
 from xlam_hpc.convert.formats.openai_messages import messages_to_turns
 from xlam_hpc.convert.formats.sharegpt import conversations_to_turns
@@ -70,6 +73,8 @@ class DpoTrl(Converter):
     def sniff(cls, obj: Any) -> float:
         if not isinstance(obj, Mapping) or "conversations" in obj or "conversation" in obj:
             return 0.0
+        if "completion" in obj and isinstance(obj.get("label"), bool):
+            return 0.6  # TRL unpaired preference (KTO): claimed here to be rejected
         chosen, rejected = obj.get("chosen"), obj.get("rejected")
         if not (isinstance(chosen, (str, list)) and isinstance(rejected, (str, list))):
             return 0.0
@@ -77,6 +82,7 @@ class DpoTrl(Converter):
 
     def convert(self, raw: RawRecord) -> Iterable[Preference]:
         obj = raw.obj
+        reject_kto(obj)
         chosen = _messages(require(obj, "chosen", (str, list)), "chosen", "assistant")
         rejected = _messages(require(obj, "rejected", (str, list)), "rejected", "assistant")
         if obj.get("prompt") is not None:

@@ -15,11 +15,14 @@ Sources and layouts:
   `Episode finished, reward = X` observation is dropped from the conversation: score = 5 if X is
   True/1 else 0, X in meta["reward"].
 
-Representation: thoughts → assistant content, actions → one call of a fixed synthesized tool set per
+Representation: thoughts → assistant `reasoning`, actions → one call of a fixed synthesized tool set per
 environment (`_TOOLSETS`), observations → tool turns. ALFWorld/WebShop `think` actions are not calls:
-the thought becomes the content of the next assistant turn and the env's "OK." reply is dropped.
-`finish[x]`/`Finish[x]` (and the `Answer:` of CoT/direct prompts) becomes the final assistant turn
-`"<thought>\n\nFinal answer: x"`. Examples without actions (CoT / direct-answer prompts) are converted
+the thought becomes the reasoning of the next assistant turn and the env's "OK." reply is dropped.
+`finish[x]`/`Finish[x]` (and the `Answer:` of CoT/direct prompts) becomes the final assistant turn with
+content `"Final answer: x"` and the thought as reasoning (a template without a reasoning slot renders
+`"<thought>\n\nFinal answer: x"`, as these records held before). A trailing thought with no action after
+it (a run cut at the step limit) is the content of the last turn: it is the only reply there is.
+Examples without actions (CoT / direct-answer prompts) are converted
 to that single final turn with no tools (meta["method"] = "cot" / "direct"); act-only prompts give calls
 without thoughts (method "act"). A prompt document and an eval log each hold several trajectories: an
 example/entry that does not parse is rejected alone as '<position> item k' (k counts the document's
@@ -132,7 +135,8 @@ class _Builder:
         if name not in self.tools:
             raise Reject("unknown_action", f"{self.where}: action {name!r} not in {sorted(self.tools)}")
         arg = next(iter(self.tools[name].parameters["properties"]))
-        call = add_call(self.turns, name, {arg: m.group(2).strip()}, self.thought)
+        call = add_call(self.turns, name, {arg: m.group(2).strip()})
+        self.turns[-1].reasoning = self.thought
         self.thought, self.pending, self.last_action = "", call, name
         self.calls += 1
 
@@ -151,8 +155,7 @@ class _Builder:
             raise Reject("orphan_observation", f"{self.where}: observation without an action: {text[:80]!r}")
 
     def final(self, answer: str) -> None:
-        content = f"{self.thought}\n\nFinal answer: {answer}" if self.thought else f"Final answer: {answer}"
-        self.turns.append(Turn(role="assistant", content=content))
+        self.turns.append(Turn(role="assistant", content=f"Final answer: {answer}", reasoning=self.thought))
         self.thought, self.pending, self.last_action = "", None, "finish"
 
     def close(self) -> list[Turn]:

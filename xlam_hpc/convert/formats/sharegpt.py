@@ -8,6 +8,9 @@ Layout: `{"conversations": [{"from": system|human|user|gpt|assistant|function_ca
   consecutive function_call turns are parallel calls of one assistant turn.
 - `observation`/`tool` turns answer the pending calls in order (LLaMA-Factory puts parallel results in
   one observation as a JSON list; that list is split per call).
+- tools from `tools`, `functions` or `available_tools`; with none, tools inferred from the calls
+  (`meta["tools_inferred"]`); episode outcome `score`/`reward`/`success`/`win` → `score`
+  (common.outcome_score); KTO records (a boolean `label`) are rejected (`kto_unsupported`).
 `conversations_to_turns` is shared with the LLaMA-Factory DPO converter.
 """
 
@@ -17,7 +20,16 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from xlam_hpc.convert.base import Converter, Reject, ToolCall, Trajectory, Turn, parse_json_field, record_id, require
-from xlam_hpc.convert.common import ToolResults, call_id, is_chat, parse_arguments, parse_tools, top_level_system
+from xlam_hpc.convert.common import (
+    ToolResults,
+    call_id,
+    is_chat,
+    outcome_score,
+    parse_arguments,
+    record_tools,
+    reject_kto,
+    top_level_system,
+)
 from xlam_hpc.convert.reader import RawRecord
 
 __all__ = ["ShareGPT", "conversations_to_turns"]
@@ -103,20 +115,28 @@ class ShareGPT(Converter):
             return 0.1
         if any(isinstance(t["value"], str) and tag in t["value"] for t in convs for tag in _HERMES_TAGS):
             return 0.1  # Hermes function-calling: its own converter
+        if isinstance(obj.get("label"), bool):
+            return 0.6  # KTO unpaired preference: claimed here to be rejected
         if roles & {"function_call", "observation"} or "tools" in obj:
             return 0.9
         return 0.4  # generic chats (AgentInstruct, ETO...) belong to environment-specific converters
 
     def convert(self, raw: RawRecord) -> Iterable[Trajectory]:
         obj = raw.obj
+        reject_kto(obj)
         system, turns = conversations_to_turns(require(obj, "conversations", list))
+        meta: dict[str, Any] = {}
+        tools = record_tools(obj, turns, meta)
+        score = outcome_score(obj, meta)
         source = self.source_for(raw)
         return [
             Trajectory(
                 unique_trajectory_id=record_id(source, raw),
                 source=source,
                 task_instruction=top_level_system(obj, system),
-                tools=parse_tools(obj.get("tools")),
+                tools=tools,
                 conversation=turns,
+                score=score,
+                meta=meta,
             )
         ]

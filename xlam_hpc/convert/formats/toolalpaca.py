@@ -4,10 +4,10 @@ Layout: a JSON array, one toolset (API) per element:
 `{"Name", "Category", "Function_Description": {func: "<desc>\\nParameters: {json}\\nOutput: ..."},
   "Instructions", "Golden_Answers", "Instances": [{"input", "output", "Final Thought",
   "intermediate_steps": [[[action, action_input_json, thought_text], observation], ...]}]}`.
-Each instance becomes one trajectory: user `input`; per step an assistant turn (content = the thought,
+Each instance becomes one trajectory: user `input`; per step an assistant turn (reasoning = the thought,
 i.e. the 3rd element before "ASSISTANT Action:") with one call, then the tool turn (observation); the
-final assistant turn is `output` only — `Final Thought` is kept in meta["final_thought"], because
-`output` is the user-facing answer. An instance that the generator itself marked failed (`{"error": ...}`,
+final assistant turn has content `output` (the user-facing answer) and reasoning `Final Thought`.
+An instance that the generator itself marked failed (`{"error": ...}`,
 no steps) is rejected alone as `generation_error` ('record N item i', i = the instance index, also kept in
 meta["instance"]); so is a malformed instance (bad step, invalid action input), and the toolset's other
 instances are kept. A toolset without `Instances` (the evaluation file) or with an empty list is
@@ -137,16 +137,11 @@ class ToolAlpaca(Converter):
                 out.append(Reject("generation_error", f"{where}: generation failed upstream: {error}", item=i))
                 continue
             try:
-                turns, final_thought = self._instance(inst)
+                turns = self._instance(inst)
             except Reject as exc:
                 out.append(Reject(exc.reason, f"{where}: {exc}", item=i))
                 continue
-            meta = {
-                "toolset": name,
-                "category": obj.get("Category"),
-                "instance": i,
-                "final_thought": final_thought,
-            }
+            meta = {"toolset": name, "category": obj.get("Category"), "instance": i}
             out.append(
                 Trajectory(
                     unique_trajectory_id=make_id(source, raw, name, str(i)),
@@ -160,7 +155,7 @@ class ToolAlpaca(Converter):
         return out
 
     @staticmethod
-    def _instance(inst: Any) -> tuple[list[Turn], str]:
+    def _instance(inst: Any) -> list[Turn]:
         user = require(inst, "input", str)
         output = require(inst, "output", str)
         turns = [Turn(role="user", content=user)]
@@ -172,7 +167,10 @@ class ToolAlpaca(Converter):
             args = parse_json_field(action_input, f"step {k} action input")
             if not isinstance(args, dict):
                 raise Reject("invalid_json_field", f"step {k} action input is not a JSON object")
-            call = add_call(turns, str(action), args, _thought(thought_text))
+            call = add_call(turns, str(action), args)
+            turns[-1].reasoning = _thought(thought_text)
             turns.append(tool_turn(call, str(observation)))
-        turns.append(Turn(role="assistant", content=output.strip()))
-        return turns, str(inst.get("Final Thought") or "").strip()
+        final_thought = str(inst.get("Final Thought") or "").strip()
+        reasoning = final_thought if final_thought != output.strip() else ""
+        turns.append(Turn(role="assistant", content=output.strip(), reasoning=reasoning))
+        return turns

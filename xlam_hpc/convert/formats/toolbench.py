@@ -12,12 +12,16 @@ Layouts:
   [{"from": system|user|assistant|function, "value"}]}`; assistant values are
   `Thought: ..\nAction: <api>\nAction Input: <json>` text, the system prompt lists the APIs as a Python
   repr after "Specifically, you have access to the following APIs:". Each "Step N" record is a prefix of
-  the same chain; every one is converted as it is (as ToolLLaMA trains on them).
+  the same chain. Cumulative prefixes are not trained N times: when a record repeats the previous record
+  of the file (same query) and adds turns, the repeated assistant turns get `train: false`, so only the
+  new turns are trained (meta["untrained_prefix_turns"] = how many turns were repeated). Records are kept
+  (not collapsed), so ids and counts match the file; prefixes are recognized between consecutive records.
 - Query files `instruction/G*_query.json` have no trajectory: rejected as `no_trajectory`.
 
-The terminal `Finish` call is not kept as a tool: it becomes the final assistant turn whose content is
-its `final_answer` (ToolBench shows only that to the user); a thought written with the Finish call goes to
-meta["final_thought"]. A give-up (`give_up_and_restart`, no final_answer) ends with that thought as content.
+Thoughts (`Thought:` text, assistant content next to a function_call) are the turn's `reasoning`. The
+terminal `Finish` call is not kept as a tool: it becomes the final assistant turn whose content is its
+`final_answer` (ToolBench shows only that to the user); a thought written with the Finish call is that
+turn's reasoning. A give-up (`give_up_and_restart`, no final_answer) ends with that thought as content.
 Consecutive assistant messages (a thought message followed by the call) are merged into one turn. The
 DFSDT "This is not the first time you try this task..." user message of a restarted chain is kept as a
 user turn (it is part of the chain ToolLLaMA trains on).
@@ -109,13 +113,13 @@ class _Chain:
             content = answer.strip() if isinstance(answer, str) and answer.strip() else thought
             if not content:
                 raise Reject("no_final_answer", f"message {i}: Finish without final_answer or thought")
-            if thought and content != thought:
-                self.final_meta["final_thought"] = thought
             self.final_meta["return_type"] = args.get("return_type")
-            self.turns.append(Turn(role="assistant", content=content))
+            self.turns.append(Turn(role="assistant", content=content, reasoning=thought if content != thought else ""))
             self.finished = True
             return None
-        return add_call(self.turns, name, args, thought).id
+        call = add_call(self.turns, name, args)
+        self.turns[-1].reasoning = thought
+        return call.id
 
     def observation(self, i: int, call_id: str | None, name: str, text: str) -> None:
         if call_id is None or self.pending_thought:
@@ -127,10 +131,21 @@ class _Chain:
         return self.turns
 
 
+def _turn_key(turn: Turn) -> tuple[Any, ...]:
+    """What makes two turns the same turn, the train flag aside."""
+    calls = tuple((c.id, c.name, repr(c.arguments)) for c in turn.tool_calls)
+    return (turn.role, turn.content, turn.reasoning, calls, turn.tool_call_id, turn.name)
+
+
 class ToolBench(Converter):
     name = "toolbench"
     description = "ToolBench DFSDT/CoT answer files (answer_generation.train_messages) and ToolLLaMA conversations"
     default_source = "toolbench"
+
+    def __init__(self, source: str | None = None) -> None:
+        super().__init__(source)
+        self._previous: tuple[str, str, list[tuple[Any, ...]]] | None = None
+        """(file, query, turn keys) of the last ToolLLaMA record converted: cumulative "Step N" prefixes."""
 
     @classmethod
     def sniff(cls, obj: Any) -> float:
@@ -239,20 +254,36 @@ class ToolBench(Converter):
                 raise Reject("unknown_role", f"turn {i}: unexpected role {role!r}")
         source = self.source_for(raw)
         step = re.match(r"^Step (\d+):", native)
+        turns = chain.close()
+        meta: dict[str, Any] = {
+            "original_id": native,
+            "file": Path(raw.path).name,
+            "step": int(step.group(1)) if step else None,
+            "layout": "toolllama",
+            "finished": chain.finished,
+            **chain.final_meta,
+        }
+        query = native[step.end() :].strip() if step else native
+        keys = [_turn_key(t) for t in turns]
+        prev = self._previous
+        if (
+            prev is not None
+            and prev[:2] == (raw.path, query)
+            and len(prev[2]) < len(keys)
+            and keys[: len(prev[2])] == prev[2]
+        ):
+            for t in turns[: len(prev[2])]:  # trained in the previous record already
+                if t.role == "assistant":
+                    t.train = False
+            meta["untrained_prefix_turns"] = len(prev[2])
+        self._previous = (raw.path, query, keys)
         return Trajectory(
             unique_trajectory_id=make_id(source, raw),
             source=source,
             task_instruction=instruction,
             tools=tools,
-            conversation=chain.close(),
-            meta={
-                "original_id": native,
-                "file": Path(raw.path).name,
-                "step": int(step.group(1)) if step else None,
-                "layout": "toolllama",
-                "finished": chain.finished,
-                **chain.final_meta,
-            },
+            conversation=turns,
+            meta=meta,
         )
 
     @staticmethod
