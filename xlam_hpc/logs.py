@@ -22,13 +22,26 @@ def restart_count() -> int:
     return 0
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler on the sys.stderr of the moment, not the one at setup: a later redirect (or test capture) of
+    stderr is followed, and a closed earlier stream is never written to (as logging.lastResort does)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(rank: int, *, level: int = logging.INFO) -> logging.Logger:
     """Root xlam_hpc logger to stderr with the restart/rank prefix (idempotent)."""
     logger = logging.getLogger("xlam_hpc")
     fmt = f"[restart {restart_count()} rank {rank}] %(asctime)s %(levelname)s %(name)s: %(message)s"
     handler = next((h for h in logger.handlers if getattr(h, "_xlam", False)), None)
     if handler is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler._xlam = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
