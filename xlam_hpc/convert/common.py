@@ -442,7 +442,8 @@ def record_tools(
 
 def merge_call_turn(turns: list[Turn], turn: Turn) -> bool:
     """Merge an assistant turn that only calls tools into the assistant text turn just before it (OpenAI/MCP
-    traces send the text and the calls as two messages): the calls join that turn. True when merged."""
+    traces send the text and the calls as two messages): the calls join that turn, and its reasoning follows the
+    text turn's (blank line between). True when merged."""
     prev = turns[-1] if turns else None
     if (
         prev is None
@@ -454,6 +455,7 @@ def merge_call_turn(turns: list[Turn], turn: Turn) -> bool:
     ):
         return False
     prev.tool_calls = list(turn.tool_calls)
+    prev.reasoning = "\n\n".join(r for r in (prev.reasoning, turn.reasoning) if r)
     prev.train = prev.train and turn.train
     return True
 

@@ -22,7 +22,8 @@ def _clip(text: str, width: int) -> str:
 def _turn_lines(turn: Turn, width: int) -> list[str]:
     if turn.role == "tool":
         return [f"  tool[{turn.name}] ← {_clip(turn.content, width)}"]
-    lines = [f"  {turn.role}: {_clip(turn.content, width)}"] if turn.content else []
+    lines = [f"  {turn.role} (reasoning): {_clip(turn.reasoning, width)}"] if turn.reasoning else []
+    lines += [f"  {turn.role}: {_clip(turn.content, width)}"] if turn.content else []
     for call in turn.tool_calls:
         args = json.dumps(call.arguments, ensure_ascii=False)
         lines.append(f"  {turn.role} → {call.name}({_clip(args, width)})")

@@ -160,7 +160,7 @@ def test_v1_text_then_tool_call_message_merges(tmp_path):
         "messages": [
             {"role": "user", "content": [{"type": "text", "value": "Sum 2 and 3"}]},
             {"role": "assistant", "content": [{"type": "text", "value": "I'll use the calculator."}]},
-            {"role": "assistant", "content": [call]},
+            {"role": "assistant", "content": [{"type": "reasoning", "value": "2 + 3 needs the adder."}, call]},
             {"role": "tool", "content": [{"type": "text", "value": "5"}]},
             {"role": "assistant", "content": [{"type": "text", "value": "5"}]},
         ]
@@ -170,6 +170,10 @@ def test_v1_text_then_tool_call_message_merges(tmp_path):
     assert summary.files[str(path)]["format"] == "llamafactory-messages"
     turn = out["conversation"][1]
     assert turn["content"] == "I'll use the calculator."
+    assert turn["reasoning"] == "2 + 3 needs the adder."  # the merged call turn's thought is kept
+    assert "  assistant (reasoning): 2 + 3 needs the adder.\n  assistant: I'll use" in render_text(
+        decode_record(json.dumps(out))
+    )
     assert turn["tool_calls"] == [{"id": "call_1_0", "name": "add", "arguments": {"a": 2}}]
     assert out["conversation"][2]["tool_call_id"] == "call_1_0"
     assert out["tools"][0]["name"] == "add" and out["meta"]["tools_inferred"] is True

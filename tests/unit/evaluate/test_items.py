@@ -131,3 +131,46 @@ def test_item_turns_reads_openai_layout_and_system_messages():
     assert [t.role for t in turns] == ["user", "assistant", "tool"]
     assert turns[1].tool_calls[0].name == "w" and turns[1].tool_calls[0].arguments == {"c": 1}
     assert turns[2].tool_call_id == "a"
+
+
+def test_eval_prompt_renders_prefix_reasoning_as_training_does(tmp_path):
+    """Qwen3 renders a turn's reasoning in its <think> block: the eval prompt of a prefix holding such a turn
+    is the training rendering of that prefix, followed by the generation prompt."""
+    from transformers import AutoTokenizer
+
+    from tests.families import model_folder
+    from xlam_hpc.collate.template import make_renderer
+    from xlam_hpc.evaluate.generate import render_prompt
+    from xlam_hpc.schema import ToolCall, Turn
+
+    tok = AutoTokenizer.from_pretrained(model_folder("qwen3", tmp_path))
+    call = ToolCall(id="c1", name="add", arguments={"a": 2, "b": 3})
+    prefix = [
+        Turn(role="user", content="Sum 2 and 3"),
+        Turn(role="assistant", content="", reasoning="The adder does it.", tool_calls=[call]),
+        Turn(role="tool", content="5", tool_call_id="c1", name="add"),
+    ]
+    tools = [{"name": "add", "description": "a + b", "parameters": {"type": "object", "properties": {}}}]
+    messages = [
+        {"role": t.role, "content": t.content}
+        | (
+            {"reasoning": t.reasoning, "tool_calls": [{"id": "c1", "name": "add", "arguments": call.arguments}]}
+            if t.tool_calls
+            else {}
+        )
+        | ({"tool_call_id": "c1", "name": "add"} if t.role == "tool" else {})
+        for t in prefix
+    ]
+    item = EvalItem(
+        id="i", source="s", category="simple", kind="call", system="", tools=tools, messages=messages, gold=[]
+    )
+    options = {"template_kwargs": {}, "tool_arguments": "object", "tool_call_ids": "keep"}
+    prompt = render_prompt(item, tok, options)
+    assert "<think>\nThe adder does it.\n</think>" in prompt
+    # the same text training renders for the prefix plus a reply (template renderer, reasoning as a field)
+    from xlam_hpc.schema import FunctionSpec
+
+    renderer = make_renderer("tokenizer", tok)
+    reply = Turn(role="assistant", content="5")
+    rendered = renderer.render("", [FunctionSpec(**tools[0])], [*prefix, reply])
+    assert rendered.text.startswith(prompt)
