@@ -153,13 +153,18 @@ def _source_sizes(shards: list[Any], notes: list[str]) -> dict[str, int] | None:
 
 
 def mixture(run: RunData, notes: list[str]) -> list[tuple[str, float | None, float | None]]:
-    """(source, requested share, realized share) per source. Requested: data.weights normalized, or by source
-    size from the shard manifests when empty; realized: the last train line's samples_by_source."""
+    """(source, requested share, realized share) per source. Requested: data.weights normalized (unlisted
+    sources at data.weights_default > 0 included), or by source size from the shard manifests when empty;
+    realized: the last train line's samples_by_source."""
     data = (run.config or {}).get("data") or {}
     weights = data.get("weights") or {}
     requested: dict[str, float] | None = None
+    default = data.get("weights_default")
     try:
-        if weights:
+        if weights and default and data.get("shards"):  # the unlisted sources share in the mixture too
+            sizes = _source_sizes(list(data["shards"]), notes)
+            requested = normalize_weights(weights, sizes, default) if sizes is not None else None
+        elif weights:
             requested = normalize_weights({k: float(v) for k, v in weights.items()}, {k: 1 for k in weights})
         elif data.get("shards"):
             sizes = _source_sizes(list(data["shards"]), notes)

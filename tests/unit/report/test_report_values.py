@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from tests.unit.report.conftest import T0, history_rows, write_run
 from xlam_hpc.report.load import load_run, read_history
@@ -108,6 +109,16 @@ def test_empty_weights_mean_proportional_to_the_manifests_source_sizes(tmp_path,
     assert [r for _, r, _ in rows] == pytest.approx([37 / 51, 11 / 51, 3 / 51])
     assert [z for _, _, z in rows] == pytest.approx([0.75, 0.25, 0.0])  # gamma never drawn
     assert notes == []
+
+
+def test_unlisted_sources_at_weights_default_share_the_requested_mixture(tmp_path, shard_dir):
+    shards = [str(shard_dir / name) for name in ("alpha", "beta", "gamma")]
+    out = write_run(tmp_path / "run", shards=shards, weights={"alpha": 2.0})
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config["data"]["weights_default"] = 1.0
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = mixture(load_run(out), [])
+    assert [(n, r) for n, r, _ in rows] == [("alpha", 0.5), ("beta", 0.25), ("gamma", 0.25)]
 
 
 def test_unreadable_shard_directories_leave_the_requested_mixture_unknown(tmp_path):
