@@ -527,6 +527,11 @@ def test_a_failed_job_shows_its_cause_and_a_resubmission_keeps_the_run_totals(re
     wait_for_step(out, 2, rank=1, timeout=300)
     os.kill(_rank_pids(job)[1], signal.SIGKILL)
     _wait_restarted(job, 1, out)
+    rank1_log = out / "launch" / "submitit" / job / f"{job}_1_log.err"
+    deadline = time.monotonic() + 120
+    while "[restart 1 rank 1]" not in rank1_log.read_text(errors="replace"):  # the restarted rank 1 itself runs
+        assert time.monotonic() < deadline, f"rank 1 of restart 1 never logged:\n{_logs(out)[-3000:]}"
+        time.sleep(0.2)
     os.kill(_rank_pids(job)[1], signal.SIGKILL)  # no checkpoint in between: the second failure in a row
     deadline = time.monotonic() + 120
     while _state(job) != "FAILED":

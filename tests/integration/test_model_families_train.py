@@ -26,7 +26,7 @@ import yaml
 
 from tests.families import FAMILIES, model_folder
 from xlam_hpc.collate import load_tokenizer
-from xlam_hpc.collate.messages import to_hf_messages, tools_json
+from xlam_hpc.collate.messages import supports_reasoning, to_hf_messages, tools_json
 from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
 from xlam_hpc.collate.template import make_renderer
 from xlam_hpc.convert import ConvertConfig, convert_files
@@ -135,11 +135,13 @@ def _check_export_renders_like_training(final: Path, source: Path, collate: dict
 
     trained_tok = load_tokenizer(str(source))  # what training loaded: `tokenizer: model`
     renderer = make_renderer("tokenizer", trained_tok, **collate)
+    # a template that renders `reasoning_content` (Qwen3) gets the thoughts there, as training rendered them
+    reasoning = "field" if supports_reasoning(str(saved.chat_template)) else "content"
     compared = 0
     for rec in records:
         tools = tools_json(rec.tools) or None
         for turns, rendered in _training_texts(renderer, rec):
-            messages = to_hf_messages(rec.task_instruction, turns, arguments, call_ids)
+            messages = to_hf_messages(rec.task_instruction, turns, arguments, call_ids, reasoning)
             ids = trained_tok(rendered.text, add_special_tokens=False)["input_ids"]  # as SampleEncoder tokenizes
             if rendered.spliced:  # trained as inference sees it: the generation prompt, then the reply
                 prompt = saved.apply_chat_template(

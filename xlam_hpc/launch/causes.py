@@ -98,7 +98,7 @@ def failure_cause(out: str | Path, job_id: str | None = None) -> dict[str, Any] 
         for r, lines in chunks:
             for line in lines:
                 sm = _SRUN_TASK.search(line)
-                if sm:
+                if sm and srun_line is None:  # srun reports the first death first; the others were its kills
                     srun_line = (int(sm.group(1)), line.strip(), path)
             line, echo = last_error("\n".join(lines))
             if line and not line.startswith("srun: error:"):

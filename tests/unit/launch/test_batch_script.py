@@ -183,7 +183,12 @@ def test_a_rank_killed_without_a_word_is_named_by_srun(tmp_path):
     folder = _job_logs(
         out,
         "8",
-        {0: START + "[restart 0 rank 0] step 4/30\nsrun: error: n2: task 1: Killed\n", 1: START},
+        # srun then kills the survivors and reports them too: the first death is the cause
+        {
+            0: START
+            + "[restart 0 rank 0] step 4/30\nsrun: error: n2: task 1: Killed\nsrun: error: n1: task 0: Killed\n",
+            1: START,
+        },
     )
     assert failure_cause(out) == {
         "rank": 1,
