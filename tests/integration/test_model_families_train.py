@@ -26,7 +26,7 @@ import yaml
 
 from tests.families import FAMILIES, model_folder
 from xlam_hpc.collate import load_tokenizer
-from xlam_hpc.collate.messages import supports_reasoning, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import reasoning_style, to_hf_messages, tools_json
 from xlam_hpc.collate.rendered import HistoryRewritten, Rendered, Unrenderable
 from xlam_hpc.collate.template import make_renderer
 from xlam_hpc.convert import ConvertConfig, convert_files
@@ -136,7 +136,7 @@ def _check_export_renders_like_training(final: Path, source: Path, collate: dict
     trained_tok = load_tokenizer(str(source))  # what training loaded: `tokenizer: model`
     renderer = make_renderer("tokenizer", trained_tok, **collate)
     # a template that renders `reasoning_content` (Qwen3) gets the thoughts there, as training rendered them
-    reasoning = "field" if supports_reasoning(str(saved.chat_template)) else "content"
+    reasoning = reasoning_style(saved.chat_template)
     compared = 0
     for rec in records:
         tools = tools_json(rec.tools) or None

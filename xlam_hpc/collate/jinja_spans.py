@@ -34,7 +34,7 @@ from xlam_hpc.collate.messages import (
     ToolArguments,
     ToolCallIds,
     assistant_text,
-    supports_reasoning,
+    reasoning_style,
     to_hf_messages,
     tools_json,
 )
@@ -96,9 +96,7 @@ class TemplateRenderer:
         self.kwargs = {**special_tokens, **(template_kwargs or {})}
         self.tool_arguments, self.tool_call_ids = tool_arguments, tool_call_ids
         # Turn.reasoning in `reasoning_content` for templates that render it (Qwen3), else before the content
-        self.reasoning: ReasoningStyle = (
-            "field" if any(supports_reasoning(t) for t in self.templates.values()) else "content"
-        )
+        self.reasoning: ReasoningStyle = reasoning_style(self.templates)
         if any("strftime_now" in t for t in self.templates.values()) and "date_string" not in self.kwargs:
             log.warning(
                 "the chat template from %s writes today's date (strftime_now): samples rendered on another day "

@@ -26,6 +26,7 @@ __all__ = [
     "ToolArguments",
     "ToolCallIds",
     "assistant_text",
+    "reasoning_style",
     "supports_reasoning",
     "to_hf_messages",
     "tools_json",
@@ -52,6 +53,13 @@ def alnum9(call_id: str) -> str:
 def supports_reasoning(template: str) -> bool:
     """Whether a Jinja chat template renders a message's `reasoning_content` (Qwen3 does)."""
     return "reasoning_content" in template
+
+
+def reasoning_style(templates: str | dict[str, str] | None) -> ReasoningStyle:
+    """How `Turn.reasoning` reaches a tokenizer's chat template(s) (one string, or a dict of named templates):
+    in `reasoning_content` when one renders it, else before the content. Training and eval both use this."""
+    found = templates.values() if isinstance(templates, dict) else [templates or ""]
+    return "field" if any(supports_reasoning(t) for t in found) else "content"
 
 
 def assistant_text(turn: Turn) -> str:

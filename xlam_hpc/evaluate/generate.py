@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from xlam_hpc.collate.messages import supports_reasoning, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import reasoning_style, to_hf_messages, tools_json
 from xlam_hpc.errors import ConfigError, DataError
 from xlam_hpc.evaluate.items import EvalItem, item_turns
 from xlam_hpc.schema import FunctionSpec
@@ -181,10 +181,7 @@ def _tools(item: EvalItem) -> list[dict[str, Any]]:
 def render_prompt(item: EvalItem, tokenizer: Any, options: dict[str, Any]) -> str:
     """The prompt text of an item: the conversation prefix and the generation prompt, as training rendered."""
     system, turns = item_turns(item)
-    templates = tokenizer.chat_template
-    templates = templates.values() if isinstance(templates, dict) else [templates or ""]
-    # reasoning turns in the prefix as training rendered them (collate.jinja_spans.JinjaRenderer.reasoning)
-    reasoning = "field" if any(supports_reasoning(t) for t in templates) else "content"
+    reasoning = reasoning_style(tokenizer.chat_template)  # reasoning in the prefix as training rendered it
     messages = to_hf_messages(system, turns, options["tool_arguments"], options["tool_call_ids"], reasoning)
     try:
         return str(

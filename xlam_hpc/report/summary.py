@@ -161,14 +161,11 @@ def mixture(run: RunData, notes: list[str]) -> list[tuple[str, float | None, flo
     requested: dict[str, float] | None = None
     default = data.get("weights_default")
     try:
-        if weights and default and data.get("shards"):  # the unlisted sources share in the mixture too
+        if weights and not (default and data.get("shards")):  # the listed sources are the whole mixture
+            requested = normalize_weights({k: float(v) for k, v in weights.items()}, {k: 1 for k in weights})
+        elif data.get("shards"):  # by source size, or unlisted sources at the default
             sizes = _source_sizes(list(data["shards"]), notes)
             requested = normalize_weights(weights, sizes, default) if sizes is not None else None
-        elif weights:
-            requested = normalize_weights({k: float(v) for k, v in weights.items()}, {k: 1 for k in weights})
-        elif data.get("shards"):
-            sizes = _source_sizes(list(data["shards"]), notes)
-            requested = normalize_weights({}, sizes) if sizes is not None else None
     except (XlamError, TypeError, ValueError) as exc:
         notes.append(f"requested mixture unknown: {exc}")
     counts = _last(run.history["train"], "samples_by_source") or {}

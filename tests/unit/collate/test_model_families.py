@@ -23,7 +23,7 @@ from tests.conftest import DATA, write_jsonl
 from tests.families import FAMILIES, collate_options, model_folder
 from xlam_hpc.collate import CollateConfig, SampleEncoder, load_tokenizer
 from xlam_hpc.collate.encode import Sample
-from xlam_hpc.collate.messages import supports_reasoning, to_hf_messages, tools_json
+from xlam_hpc.collate.messages import reasoning_style, to_hf_messages, tools_json
 from xlam_hpc.convert import ConvertConfig, convert_files
 from xlam_hpc.schema import Trajectory, Turn, decode_record, encode_record
 from xlam_hpc.shard import ShardConfig, write_shards
@@ -79,7 +79,7 @@ class Family:
 
     def messages(self, rec: Trajectory, turns: list[Turn]) -> list[dict[str, Any]]:
         # Turn.reasoning as the renderer passes it: `reasoning_content` for templates that read it (Qwen3)
-        style = "field" if supports_reasoning(str(self.tok.chat_template)) else "content"
+        style = reasoning_style(self.tok.chat_template)
         return to_hf_messages(rec.task_instruction, turns, "object", self.options.get("tool_call_ids", "keep"), style)
 
     def render(self, rec: Trajectory, turns: list[Turn], *, prompt: bool = False) -> str:
