@@ -2,7 +2,9 @@
 an untrained model scores ~0.
 
 Nine tools with typed parameters (string, integer, number, boolean, enum). Every request names its argument
-values in the text, so a correct call picks the tool from the request and copies the values. Four kinds:
+values in the text (strings and enum values in single quotes, `_q`), and every phrasing of a tool names what
+it is for ("weather", "flight", "timer", ...), so a correct call picks the tool from the request and copies the
+values. Names (cities, people, restaurants, tickers) are made up, 1500 of each: too many to memorize. Four kinds:
 - single: request → call → tool result → answer;
 - parallel: two requests in one message → two calls in one assistant turn → two results → answer;
 - multi_turn: two rounds of single, the second after the first answer;
@@ -28,8 +30,10 @@ import numpy as np
 from xlam_hpc.schema import FunctionSpec, ToolCall, Trajectory, Turn, encode_record, validate_trajectory
 
 __all__ = [
+    "ASKS",
     "KINDS",
     "SOURCE",
+    "TAILS",
     "TOOLS",
     "Split",
     "free_values",
@@ -70,7 +74,8 @@ class Tool:
     description: str
     params: tuple[Param, ...]
     templates: tuple[str, ...]
-    """Request phrasings: `{param}` is the value as text; `{flag|yes text|no text}` renders a boolean."""
+    """What a request asks for, in words naming the tool's purpose: `{param}` is the value as text;
+    `{flag|yes text|no text}` renders a boolean. A request wraps one in an ASK and a TAIL."""
     result: Callable[[Args, np.random.Generator], tuple[dict[str, Any], str]]
     """(tool result object, the assistant's answer sentence after it)."""
 
@@ -80,35 +85,25 @@ class Tool:
         return FunctionSpec(name=self.name, description=self.description, parameters=parameters)
 
 
+_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "st", "tr")
+_RIMES = ("a", "e", "i", "o", "u", "an", "el", "in", "or", "us", "ar", "en", "is", "om")
+_EATERIES = ("Bistro", "Grill", "Tavern", "Kitchen", "Diner", "Cafe", "Garden", "House")
+
+
+def _names(stream: int, n: int, syllables: tuple[int, ...]) -> tuple[str, ...]:
+    """`n` distinct made-up names of the given syllable counts. Made up, and many: a name is seen a few times
+    at most in training, so the only way to write it in a call is to copy it from the request (with a few
+    hundred real city names a tiny model memorizes them and completes the first letters it copied)."""
+    rng = np.random.default_rng(np.random.SeedSequence([1234, stream]))
+    out: dict[str, None] = {}
+    while len(out) < n:
+        k = syllables[int(rng.integers(len(syllables)))]
+        parts = [_ONSETS[int(rng.integers(len(_ONSETS)))] + _RIMES[int(rng.integers(len(_RIMES)))] for _ in range(k)]
+        out["".join(parts).capitalize()] = None
+    return tuple(out)
+
+
 # fmt: off
-_CITIES = (
-    "Paris", "Berlin", "Madrid", "Rome", "Lisbon", "Vienna", "Prague", "Warsaw", "Dublin", "Oslo", "Stockholm",
-    "Helsinki", "Athens", "Cairo", "Nairobi", "Lagos", "Tokyo", "Osaka", "Seoul", "Beijing", "Mumbai", "Delhi",
-    "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland", "Toronto", "Montreal", "Chicago",
-    "Boston", "Denver", "Seattle", "Miami", "Lima", "Bogota", "Santiago", "Quito", "Havana", "Zurich", "Geneva",
-    "Porto", "Krakow", "Tunis", "Accra", "Marseille", "Lyon", "Munich", "Hamburg", "Milan", "Naples", "Seville",
-    "Valencia", "Bergen", "Riga", "Tallinn", "Vilnius", "Sofia", "Bucharest", "Budapest", "Zagreb", "Belgrade",
-    "Istanbul", "Ankara", "Tehran", "Dubai", "Doha", "Karachi", "Lahore", "Dhaka", "Kathmandu", "Colombo", "Chennai",
-    "Kolkata", "Taipei", "Busan", "Kyoto", "Sapporo", "Perth", "Brisbane", "Adelaide", "Wellington", "Vancouver",
-    "Calgary", "Ottawa", "Houston", "Dallas", "Phoenix", "Atlanta", "Portland", "Austin", "Detroit", "Caracas",
-    "Montevideo", "Asuncion", "La Paz", "Cusco", "Recife", "Salvador", "Kampala", "Kigali", "Dakar", "Casablanca",
-    "Algiers", "Luanda", "Harare", "Lusaka", "Maputo", "Windhoek", "Addis Ababa",
-)
-_PEOPLE = (
-    "Alice", "Bob", "Carmen", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal", "Kofi", "Laura", "Marco",
-    "Nadia", "Omar", "Priya", "Quentin", "Rosa", "Sven", "Tariq", "Uma", "Victor", "Wen", "Ximena", "Yusuf", "Zoe",
-    "Anya", "Bruno", "Chloe", "Diego", "Emeka", "Freya", "Gustav", "Hana", "Ivan", "Julia", "Kenji", "Lina", "Mateo",
-    "Noor", "Oscar", "Paula", "Rafael", "Sonia", "Tomas", "Ursula", "Vera", "Walter", "Yara", "Zane", "Amara",
-    "Boris", "Celine", "Dario", "Esther", "Felix", "Greta", "Hassan", "Ingrid", "Jonas",
-)
-_ADJECTIVES = (
-    "Blue", "Golden", "Red", "Green", "Silver", "Little", "Old", "Happy", "Hungry", "Smoky", "Rustic", "Royal",
-    "Sunny", "Wild", "Lucky", "Quiet", "Copper", "Coral", "Velvet", "Crimson",
-)
-_NOUNS = (
-    "Harbor", "Lantern", "Fig", "Olive", "Lotus", "Oak", "Fox", "Barrel", "Garden", "Kitchen", "Table", "Spoon",
-    "Anchor", "Tavern", "Bistro", "Grill",
-)
 _TODO_VERBS = (
     "buy", "fix", "clean", "return", "order", "renew", "paint", "sort", "book", "check",
 )
@@ -119,9 +114,9 @@ _TODO_OBJECTS = (
 )
 # fmt: on
 POOLS: dict[str, tuple[str, ...]] = {
-    "city": _CITIES,
-    "person": _PEOPLE,
-    "restaurant": tuple(f"{a} {n}" for a in _ADJECTIVES for n in _NOUNS),
+    "city": _names(0, 1500, (2, 3)),
+    "person": _names(1, 1500, (2,)),
+    "restaurant": tuple(f"{name} {_EATERIES[i % len(_EATERIES)]}" for i, name in enumerate(_names(2, 1500, (2,)))),
     "message": (
         "running ten minutes late",
         "call me when you land",
@@ -186,7 +181,9 @@ POOLS: dict[str, tuple[str, ...]] = {
         "run",
     ),
     "ticker": tuple(
-        "".join(chr(65 + int(c)) for c in row) for row in np.random.default_rng(1234).integers(0, 26, size=(300, 4))
+        dict.fromkeys(
+            "".join(chr(65 + int(c)) for c in row) for row in np.random.default_rng(1234).integers(0, 26, (1500, 4))
+        )
     ),
 }  # fmt: skip
 """Free string values. Large pools make copying from the request the only way to get a value right."""
@@ -195,10 +192,20 @@ CURRENCIES = ("USD", "EUR", "GBP", "JPY", "CHF", "CAD")
 CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy", "foggy")
 
 
+def _q(value: str) -> str:
+    """A free string value as requests and answers write it: in single quotes. Tokenizers split a word after a
+    space differently than after a quote (mistral-v3: ' Krakow' is ▁Kr|ak|ow, "'Krakow" is ▁'|K|r|ak|ow), so
+    unquoted, the tokens a call must write are not the request's; quoted, they are the JSON argument's own
+    tokens, and a correct call copies them. Single quotes: the cue before a value (▁') then appears nowhere in
+    the tool schemas or calls, whose JSON is full of ▁"."""
+    assert "'" not in value, value
+    return f"'{value}'"
+
+
 def _weather(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     t = int(rng.integers(-5, 35)) if a["unit"] == "celsius" else int(rng.integers(25, 95))
     cond = CONDITIONS[int(rng.integers(len(CONDITIONS)))]
-    return {"temperature": t, "condition": cond}, f"It is {t} degrees {a['unit']} and {cond} in {a['city']}."
+    return {"temperature": t, "condition": cond}, f"It is {t} degrees {a['unit']} and {cond} in {_q(a['city'])}."
 
 
 def _currency(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
@@ -209,31 +216,31 @@ def _currency(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
 def _table(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     code = f"R{int(rng.integers(100, 1000))}"
     where = "outdoors" if a["outdoor"] else "indoors"
-    text = f"Your table for {a['guests']} at {a['restaurant']} is booked {where}; the confirmation code is {code}."
+    text = f"Your table for {a['guests']} at {_q(a['restaurant'])} is booked {where}; the confirmation code is {code}."
     return {"status": "confirmed", "code": code}, text
 
 
 def _message(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    return {"status": "sent"}, f"Your message to {a['recipient']} has been sent."
+    return {"status": "sent"}, f"Your message to {_q(a['recipient'])} has been sent."
 
 
 def _flights(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     n, price = int(rng.integers(1, 9)), int(rng.integers(80, 900))
-    text = f"I found {n} flights from {a['origin']} to {a['destination']}; the cheapest costs {price} dollars."
+    text = f"I found {n} flights from {_q(a['origin'])} to {_q(a['destination'])}; the cheapest costs {price} dollars."
     return {"flights": n, "cheapest": price}, text
 
 
 def _todo(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    return {"status": "added"}, f"I added '{a['title']}' to your list with {a['priority']} priority."
+    return {"status": "added"}, f"I added {_q(a['title'])} to your list with {a['priority']} priority."
 
 
 def _stock(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
     price = round(float(rng.uniform(5, 900)), 2)
-    return {"price": price}, f"{a['symbol']} is trading at {price} dollars."
+    return {"price": price}, f"{_q(a['symbol'])} is trading at {price} dollars."
 
 
 def _timer(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
-    return {"status": "started"}, f"Your {a['label']} timer is set for {a['minutes']} minutes."
+    return {"status": "started"}, f"Your {_q(a['label'])} timer is set for {a['minutes']} minutes."
 
 
 def _tip(a: Args, rng: np.random.Generator) -> tuple[dict[str, Any], str]:
@@ -250,12 +257,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("unit", "enum", "Temperature unit", enum=("celsius", "fahrenheit")),
         ),
         (
-            "What's the weather in {city}? Please use {unit}.",
-            "Tell me the current weather for {city} in {unit}.",
-            "How warm is it in {city} right now? Answer in {unit}.",
-            "I need the weather in {city}, in {unit} please.",
-            "Weather check for {city}, temperatures in {unit}.",
-            "Could you look up today's weather in {city} using {unit}?",
+            "the weather in {city}, in {unit}",
+            "the current weather for {city} in {unit}",
+            "today's weather in {city} using {unit}",
+            "a weather report for {city} with {unit} temperatures",
+            "the weather right now in {city}, shown in {unit}",
+            "a {unit} weather check for {city}",
         ),
         _weather,
     ),
@@ -268,12 +275,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("to_currency", "enum", "Target currency", enum=CURRENCIES),
         ),
         (
-            "Convert {amount} {from_currency} to {to_currency}.",
-            "How much is {amount} {from_currency} in {to_currency}?",
-            "I have {amount} {from_currency}; what is that in {to_currency}?",
-            "Please change {amount} {from_currency} into {to_currency}.",
-            "What do {amount} {from_currency} come to in {to_currency}?",
-            "Exchange {amount} {from_currency} for {to_currency}, please.",
+            "{amount} {from_currency} converted to {to_currency}",
+            "a currency conversion of {amount} {from_currency} into {to_currency}",
+            "the value of {amount} {from_currency} in {to_currency}",
+            "{amount} {from_currency} exchanged for {to_currency}",
+            "a conversion from {amount} {from_currency} to {to_currency}",
+            "the {to_currency} amount for {amount} {from_currency}",
         ),
         _currency,
     ),
@@ -290,12 +297,12 @@ TOOLS: tuple[Tool, ...] = (
             ),
         ),
         (
-            "Book a table at {restaurant} for {guests} people, {outdoor|outside|inside} please.",
-            "Reserve {restaurant} for {guests} guests and seat us {outdoor|outdoors|indoors}.",
-            "Can you get me a table for {guests} at {restaurant}? We'd like to sit {outdoor|outside|inside}.",
-            "I want to eat at {restaurant} with {guests} people, {outdoor|on the terrace|in the dining room}.",
-            "Table for {guests} at {restaurant}, {outdoor|outdoor seating|indoor seating}.",
-            "Please make a reservation at {restaurant}: {guests} guests, {outdoor|outdoors|indoors}.",
+            "a table at {restaurant} for {guests} people, {outdoor|outside|inside}",
+            "a table reservation at {restaurant} for {guests} guests, seated {outdoor|outdoors|indoors}",
+            "a table for {guests} at {restaurant}, {outdoor|on the terrace|in the dining room}",
+            "a booking at {restaurant}: table for {guests}, {outdoor|outdoor seating|indoor seating}",
+            "an {outdoor|outdoor|indoor} table for {guests} people at {restaurant}",
+            "{guests} seats at a table in {restaurant}, {outdoor|outside|inside}",
         ),
         _table,
     ),
@@ -308,12 +315,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("urgent", "boolean", "Mark as urgent"),
         ),
         (
-            "Send {recipient} {urgent|an urgent|a normal} message saying {text}.",
-            "Text {recipient}: {text}. {urgent|Mark it urgent.|It is not urgent.}",
-            "Please message {recipient} that {text}, {urgent|urgently|no rush}.",
-            "Tell {recipient} '{text}' in {urgent|an urgent|a regular} text.",
-            "Write to {recipient} with {urgent|urgent|normal} priority: {text}.",
-            "Let {recipient} know {text}; {urgent|this is urgent|it can wait}.",
+            "a message to {recipient} saying {text}, {urgent|urgent|not urgent}",
+            "an {urgent|urgent|ordinary} message for {recipient}: {text}",
+            "a text message to {recipient} that says {text} ({urgent|urgent|no rush})",
+            "a {urgent|high priority|normal} message to {recipient} with {text}",
+            "the message {text} sent to {recipient}, {urgent|marked urgent|not urgent}",
+            "a message for {recipient}: {text}; {urgent|it is urgent|it can wait}",
         ),
         _message,
     ),
@@ -326,12 +333,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("max_stops", "integer", "Maximum number of stops", "0..3"),
         ),
         (
-            "Find flights from {origin} to {destination} with at most {max_stops} stops.",
-            "Search for a flight {origin} to {destination}, no more than {max_stops} stops.",
-            "I want to fly from {origin} to {destination}; {max_stops} stops max.",
-            "Are there flights between {origin} and {destination} with up to {max_stops} stops?",
-            "Look up flights leaving {origin} for {destination}, maximum {max_stops} stops.",
-            "Show me {origin} to {destination} flights with {max_stops} or fewer stops.",
+            "flights from {origin} to {destination} with at most {max_stops} stops",
+            "a flight search {origin} to {destination}, no more than {max_stops} stops",
+            "a flight from {origin} to {destination} with {max_stops} stops max",
+            "flights between {origin} and {destination} with up to {max_stops} stops",
+            "flights leaving {origin} for {destination}, maximum {max_stops} stops",
+            "{origin} to {destination} flights with {max_stops} or fewer stops",
         ),
         _flights,
     ),
@@ -343,12 +350,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("priority", "enum", "Priority", enum=("low", "medium", "high")),
         ),
         (
-            "Add '{title}' to my to-do list with {priority} priority.",
-            "Put {title} on my list, priority {priority}.",
-            "Remind me to {title}; it's {priority} priority.",
-            "New task: {title} ({priority} priority).",
-            "Please note a {priority} priority to-do: {title}.",
-            "Can you add a task to {title}? Make it {priority} priority.",
+            "{title} added to my to-do list with {priority} priority",
+            "a to-do item {title} at {priority} priority",
+            "a new task on my to-do list: {title} ({priority} priority)",
+            "a {priority} priority to-do: {title}",
+            "a to-do entry {title}, {priority} priority",
+            "my to-do list to include {title} with {priority} priority",
         ),
         _todo,
     ),
@@ -357,12 +364,12 @@ TOOLS: tuple[Tool, ...] = (
         "Latest price of a stock.",
         (Param("symbol", "string", "Ticker symbol", "ticker"),),
         (
-            "What is {symbol} trading at?",
-            "Get me the latest stock price of {symbol}.",
-            "How much is one share of {symbol} right now?",
-            "Check the price of {symbol} stock.",
-            "Quote for {symbol}, please.",
-            "Where is {symbol} trading today?",
+            "the stock price of {symbol}",
+            "the latest stock quote for {symbol}",
+            "what one share of {symbol} stock costs",
+            "the current price of {symbol} stock",
+            "a stock quote for {symbol}",
+            "the price {symbol} stock trades at today",
         ),
         _stock,
     ),
@@ -374,12 +381,12 @@ TOOLS: tuple[Tool, ...] = (
             Param("label", "string", "Timer name", "label"),
         ),
         (
-            "Set a {minutes} minute timer for {label}.",
-            "Start a timer called {label} for {minutes} minutes.",
-            "Timer please: {label}, {minutes} minutes.",
-            "Count down {minutes} minutes for the {label}.",
-            "Remind me in {minutes} minutes about {label} with a timer.",
-            "I need a {label} timer of {minutes} minutes.",
+            "a {minutes} minute timer for {label}",
+            "a timer called {label} for {minutes} minutes",
+            "a timer: {label}, {minutes} minutes",
+            "a countdown timer of {minutes} minutes for the {label}",
+            "a {label} timer set to {minutes} minutes",
+            "a timer for {label} that runs {minutes} minutes",
         ),
         _timer,
     ),
@@ -391,16 +398,31 @@ TOOLS: tuple[Tool, ...] = (
             Param("percent", "integer", "Tip percentage", "5..30"),
         ),
         (
-            "What is a {percent} percent tip on {bill}?",
-            "Calculate the tip for a bill of {bill} at {percent} percent.",
-            "My bill is {bill}. How much is a {percent} percent tip?",
-            "Work out {percent} percent of {bill} as a tip.",
-            "How much should I tip on {bill} if I leave {percent} percent?",
-            "Tip calculator: bill {bill}, {percent} percent.",
+            "a {percent} percent tip on {bill}",
+            "the tip for a bill of {bill} at {percent} percent",
+            "the tip on {bill} at {percent} percent",
+            "{percent} percent of {bill} as a tip",
+            "the tip amount for {bill} if I leave {percent} percent",
+            "a tip calculation: bill {bill}, {percent} percent",
         ),
         _tip,
     ),
 )
+
+ASKS = (
+    "I would like {obj}.",
+    "Please get me {obj}.",
+    "Could you get me {obj}?",
+    "I need {obj}.",
+    "Can I have {obj}?",
+    "Help me with {obj}.",
+    "My request: {obj}.",
+    "Go ahead with {obj}.",
+    "I am asking for {obj}.",
+)
+TAILS = ("", " Thanks!", " Thank you.", " Cheers.", " That would help a lot.", " Thanks in advance.")
+"""A request is ASK(tool phrase) + TAIL: the ask and the tail are shared by every tool, so only the tool's own
+phrase (which names what it is for) tells which tool a request wants."""
 
 CONNECTORS = (
     "{a} Also, {b}",
@@ -466,7 +488,12 @@ def _split_indexes(rng: np.random.Generator, n: int) -> tuple[tuple[int, ...], t
 def make_split(seed: int) -> tuple[Split, Split]:
     """(train, heldout): disjoint template indexes, string values and integer/number residues."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
-    groups = {t.name: len(t.templates) for t in TOOLS} | {"connector": len(CONNECTORS), "no_call": len(NO_CALL)}
+    groups = {t.name: len(t.templates) for t in TOOLS} | {
+        "ask": len(ASKS),
+        "tail": len(TAILS),
+        "connector": len(CONNECTORS),
+        "no_call": len(NO_CALL),
+    }
     templates = {name: _split_indexes(rng, n) for name, n in groups.items()}
     strings = {}
     for pool, values in POOLS.items():
@@ -514,7 +541,7 @@ def _render(template: str, args: Args) -> str:
         v = args[m.group(1)]
         if m.group(2) is not None:
             return m.group(2) if v else m.group(3)
-        return json.dumps(v) if isinstance(v, float) else str(v)
+        return json.dumps(v) if isinstance(v, float) else _q(v) if isinstance(v, str) else str(v)
 
     return _SLOT.sub(sub, template)
 
@@ -545,7 +572,9 @@ class _Builder:
                 break
         else:  # the pools are far larger than any record needs
             raise AssertionError(f"no distinct values for {tool.name}")
-        return _render(tool.templates[self.pick(tool.name)], args), args
+        phrase = _render(tool.templates[self.pick(tool.name)], args)
+        text = ASKS[self.pick("ask")].replace("{obj}", phrase) + TAILS[self.pick("tail")]
+        return text[0].upper() + text[1:], args
 
     def calls(self, requests: list[tuple[Tool, Args]]) -> None:
         """One assistant turn calling every request's tool, the tool turns, then the answer."""

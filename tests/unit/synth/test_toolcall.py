@@ -10,7 +10,7 @@ import pytest
 
 from xlam_hpc.cli import main
 from xlam_hpc.schema import Trajectory, decode_record
-from xlam_hpc.synth.toolcall import KINDS, TOOLS, make_split, write_toolcall_dataset
+from xlam_hpc.synth.toolcall import ASKS, CONNECTORS, KINDS, POOLS, TAILS, TOOLS, make_split, write_toolcall_dataset
 
 BY_NAME = {t.name: t for t in TOOLS}
 
@@ -133,3 +133,59 @@ def test_cli_writes_both_files(tmp_path, capsys):
 def test_cli_refuses_an_empty_split(tmp_path, capsys):
     assert main(["synth", "toolcall", "-o", str(tmp_path), "--heldout", "0"]) != 0
     assert "--heldout" in capsys.readouterr().err
+
+
+def test_string_values_are_written_with_the_tokens_the_call_writes(dataset):
+    """A free string value's tokens in the request (quoted) are the tokens of that value in the call's JSON, so a
+    correct call copies tokens; unquoted, mistral-v3 splits the word after a space differently."""
+    from xlam_hpc.collate.tokenizer import load_tokenizer
+
+    tok = load_tokenizer("mistral-v3")
+
+    def ids(text: str) -> list[int]:
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    checked = 0
+    for rec in dataset["heldout"][:60]:
+        for name, args, user in _calls(rec):
+            for p in BY_NAME[name].params:
+                if p.type != "string":
+                    continue
+                value = args[p.name]
+                in_call = ids(json.dumps({p.name: value}))
+                quoted = ids(f"'{value}'")
+                assert f"'{value}'" in user
+                assert quoted[1:-1] == in_call[-(len(quoted) - 1) : -1], (value, quoted, in_call)  # between the quotes
+                checked += 1
+    assert checked >= 40
+    assert ids(" Krakow") != ids('"Krakow"')[1:-1]  # why the quotes: a value after a space is other tokens
+
+
+PURPOSE = {
+    "get_weather": "weather",
+    "convert_currency": "{from_currency}",
+    "book_table": "table",
+    "send_message": "message",
+    "search_flights": "flight",
+    "add_todo": "to-do",
+    "get_stock_price": "stock",
+    "set_timer": "timer",
+    "calculate_tip": "tip",
+}
+
+
+def test_every_phrasing_names_its_tool_and_the_shared_words_name_none():
+    """Held-out phrasings are new sentences; what carries over is the word naming the tool's purpose (and, for
+    currency conversion, the currency codes), while the ask and tail around it are shared by every tool."""
+    assert set(PURPOSE) == set(BY_NAME)
+    for name, word in PURPOSE.items():
+        for template in BY_NAME[name].templates:
+            assert word in template, (name, template)
+    for shared in ASKS + TAILS + tuple(c.format(a="", b="") for c in CONNECTORS):
+        assert not any(w in shared.lower() for w in PURPOSE.values() if not w.startswith("{")), shared
+
+
+def test_names_are_made_up_and_too_many_to_memorize():
+    for pool in ("city", "person", "restaurant", "ticker"):
+        assert len(POOLS[pool]) >= 1000 and len(set(POOLS[pool])) == len(POOLS[pool]), pool
+        assert not any("'" in v for v in POOLS[pool])
